@@ -1,0 +1,73 @@
+"""Optional training behaviour as Lightning callbacks: media logging."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+
+#: Prior samples use this seed every epoch, so the same z shows how decoding evolves.
+MEDIA_SEED = 0
+
+
+class ImageMedia(Callback):
+    """Each validation epoch: inputs above reconstructions, and prior samples, as image grids.
+
+    Logged to W&B (``val/reconstructions``, ``val/samples``) on rank zero; the last
+    epoch's grids are also written as PNG files in the run folder. Sampling runs in a
+    forked RNG, so turning media on or off does not change training.
+
+    Args:
+        every_n_epochs: log every this many validation epochs.
+        n: number of examples and samples per grid.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, n: int = 16) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.n = n
+        self.inputs: Tensor | None = None
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:  # noqa: ANN001
+        if batch_idx == 0 and self.inputs is None:
+            self.inputs = batch["x"][: self.n].detach()
+
+    def grids(self, pl_module: LightningModule) -> dict[str, Tensor]:
+        from torchvision.utils import make_grid
+
+        x = self.inputs
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(MEDIA_SEED)
+            recon = pl_module.reconstruct(x).clamp(0, 1)
+            samples = pl_module.sample(len(x)).clamp(0, 1)
+        return {
+            "val/reconstructions": make_grid(torch.cat([x.float(), recon.float()]), nrow=len(x), pad_value=1.0),
+            "val/samples": make_grid(samples.float(), nrow=int(len(x) ** 0.5) or 1, pad_value=1.0),
+        }
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if (
+            trainer.sanity_checking
+            or not trainer.is_global_zero
+            or self.inputs is None
+            or pl_module.spec.modality != "image"
+            or (trainer.current_epoch + 1) % self.every_n_epochs
+        ):
+            return
+        grids = self.grids(pl_module)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                for key, grid in grids.items():
+                    logger.log_image(key=key, images=[grid.cpu()], step=trainer.global_step)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or self.inputs is None or pl_module.spec.modality != "image":
+            return
+        from torchvision.utils import save_image
+
+        for key, grid in self.grids(pl_module).items():
+            save_image(grid, Path(trainer.default_root_dir) / f"{key.split('/')[-1]}.png")

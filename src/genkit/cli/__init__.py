@@ -1,0 +1,1 @@
+"""Console entry points: ``genkit-train`` (Hydra app) and ``genkit`` (tools)."""

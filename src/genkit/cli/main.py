@@ -1,0 +1,54 @@
+"""``genkit``: tools around trained models and the registry (``genkit list``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from genkit import plugins
+from genkit.errors import GenkitError
+from genkit.registry import KINDS, PLURALS, list_parts
+
+KIND_BY_WORD = {**{k: k for k in KINDS}, **{v: k for k, v in PLURALS.items()}}
+
+
+def format_listing(kind: str | None, pattern: str) -> str:
+    """Every registered part (of one kind) with origin and parameters, plus broken plugins."""
+    lines = []
+    for k in [kind] if kind else list(KINDS):
+        entries = list_parts(k, pattern)
+        lines.append(f"{PLURALS[k]}:")
+        if not entries:
+            lines.append("  (none)")
+        for entry in entries:
+            origin = entry.origin + (f", overrides {entry.overrides}" if entry.overrides else "")
+            params = ", ".join(f"{name}={value!r}" for name, value in entry.parameters().items())
+            lines.append(f"  {entry.name:<14} [{origin}]  {params}")
+        lines.append("")
+    if plugins.BROKEN:
+        lines.append("broken plugins (skipped):")
+        lines += [f"  {b.distribution} ({b.module}): {b.error}" for b in plugins.BROKEN]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``genkit``."""
+    parser = argparse.ArgumentParser(prog="genkit", description="genkit: composable VAEs. Train with genkit-train.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="show registered parts with their origin and parameters")
+    listing.add_argument("kind", nargs="?", choices=sorted(KIND_BY_WORD), help="only this kind")
+    listing.add_argument("--filter", default="*", help="fnmatch pattern on names, e.g. 'conv*'")
+    listing.add_argument("--plugins", default="", help="comma-separated local plugin modules to load first")
+    args = parser.parse_args(argv)
+    try:
+        plugins.load([m for m in args.plugins.split(",") if m])
+        if args.command == "list":
+            sys.stdout.write(format_listing(KIND_BY_WORD.get(args.kind) if args.kind else None, args.filter))
+    except GenkitError as error:
+        sys.stderr.write(f"genkit: {error}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""``compose``: a config in, a data module and a ``VAE`` out, built top-down.
+
+data -> likelihood -> encoder -> posterior -> prior -> decoder -> VAE. Every part is
+resolved through the registry (an allow-list: a config can only name registered
+classes), compatibility is checked for every pair before anything is built, and the
+shapes are wired by parameter name, so no config repeats a number another part knows.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from genkit.errors import IncompatiblePartsError, PartConfigError, WiringError
+from genkit.model import VAE
+from genkit.parts import WIRING
+from genkit.registry import PLURALS, Entry, registry
+from genkit.spec import DataSpec
+
+#: Where each wiring argument comes from, for messages.
+WIRING_SOURCES = {
+    "spec": "the data module",
+    "in_features": "the encoder's out_features",
+    "latent_dim": "model.latent_dim",
+    "param_shape": "the likelihood",
+    "encode": "the encoder and posterior",
+    "seed": "the top-level `seed`",
+}
+PART_KINDS = ("likelihood", "encoder", "posterior", "prior", "decoder")
+MODEL_EXCLUDE = ("encoder", "posterior", "prior", "decoder", "likelihood", "spec", "optimizer")
+
+
+def model_config() -> Any:
+    """The ``model/vae`` node, generated from ``VAE``'s signature like every part's."""
+    from hydra_zen import builds
+
+    return builds(
+        VAE, populate_full_signature=True, zen_partial=True, zen_exclude=MODEL_EXCLUDE,
+        zen_dataclass={"cls_name": "model_vae"},
+    )
+
+
+def entry_for(kind: str, node: DictConfig | dict) -> Entry:
+    """The registry entry a config node names (by ``_target_``)."""
+    target = node.get("_target_") if node is not None else None
+    if not target:
+        raise PartConfigError(f"the {kind} config has no _target_; choose one with {kind}=NAME")
+    return registry(kind).by_target(target)
+
+
+def user_params(kind: str, node: DictConfig | dict, wired: frozenset[str] = WIRING) -> dict[str, Any]:
+    """A node's user parameters as plain Python, refusing values for ``wired`` arguments."""
+    params = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    params = {k: v for k, v in params.items() if not k.startswith("_")}
+    for key in params.keys() & wired:
+        raise WiringError(
+            f"{kind}.{key} is wired by genkit from {WIRING_SOURCES[key]}; remove it from the {kind} config"
+            + (" and set model.latent_dim instead" if key == "latent_dim" else "")
+        )
+    return params
+
+
+def build_part(kind: str, node: DictConfig | dict, wiring: dict[str, Any]) -> Any:
+    """Construct the registered part a node names, passing the wiring arguments it declares."""
+    entry = entry_for(kind, node)
+    params = user_params(kind, node)
+    declared = inspect.signature(entry.cls.__init__).parameters
+    wired = {k: v for k, v in wiring.items() if k in declared}
+    try:
+        return entry.cls(**wired, **params)
+    except (TypeError, ValueError) as error:
+        raise PartConfigError(f"{kind} {entry.name!r} ({entry.origin}) refused its configuration: {error}") from error
+
+
+def check_compatible(entries: dict[str, Entry], data_name: str, spec: DataSpec) -> None:
+    """Fail before building anything when a chosen part cannot serve the data."""
+    for kind, entry in entries.items():
+        reason = entry.cls.incompatibility(spec)
+        if reason is None:
+            continue
+        fits = [e.name for e in registry(kind) if e.cls.incompatibility(spec) is None]
+        raise IncompatiblePartsError(
+            f"{kind} {entry.name!r} cannot be used with data {data_name!r}: it {reason}. "
+            f"{PLURALS[kind].capitalize()} that fit this data: {', '.join(fits) or 'none registered'}."
+        )
+
+
+def build_model(cfg: DictConfig, spec: DataSpec, data_name: str = "(from checkpoint)") -> VAE:
+    """Build the VAE for data described by ``spec`` (no data needs to be present)."""
+    entries = {kind: entry_for(kind, cfg[kind]) for kind in PART_KINDS}
+    check_compatible(entries, data_name, spec)
+    model_params = user_params("model", cfg.model, wired=frozenset(MODEL_EXCLUDE))
+    latent_dim = int(model_params["latent_dim"])
+    wiring: dict[str, Any] = {"spec": spec, "latent_dim": latent_dim, "seed": cfg.get("seed", 0)}
+    likelihood = build_part("likelihood", cfg.likelihood, wiring)
+    encoder = build_part("encoder", cfg.encoder, wiring)
+    posterior = build_part("posterior", cfg.posterior, {**wiring, "in_features": encoder.out_features})
+    holder: dict[str, VAE] = {}
+    prior = build_part("prior", cfg.prior, {**wiring, "encode": lambda x: holder["model"].encode(x)})
+    decoder = build_part("decoder", cfg.decoder, {**wiring, "param_shape": likelihood.param_shape})
+    try:
+        model = VAE(encoder, posterior, prior, decoder, likelihood, spec, optimizer_factory(cfg), **model_params)
+    except (TypeError, ValueError) as error:
+        raise PartConfigError(f"the model configuration was refused: {error}") from error
+    holder["model"] = model
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    return model
+
+
+def optimizer_factory(cfg: DictConfig) -> Any:
+    """The ``optim`` node as ``params -> Optimizer``; only ``torch.optim`` classes are built."""
+    node = cfg.get("optim")
+    if node is None:
+        return None
+    target = str(node.get("_target_", ""))
+    if not target.startswith("torch.optim."):
+        raise PartConfigError(f"optim._target_ must be a torch.optim class, got {target!r}")
+    from hydra.utils import instantiate
+
+    return instantiate(node, _partial_=True)
+
+
+def build_data(cfg: DictConfig) -> tuple[Any, str]:
+    """The data module and its registry name."""
+    entry = entry_for("data", cfg.data)
+    return build_part("data", cfg.data, {"seed": cfg.get("seed", 0)}), entry.name
+
+
+def compose(cfg: DictConfig) -> tuple[Any, VAE]:
+    """Build the data module, then the VAE wired to its spec.
+
+    Raises:
+        GenkitError: an unknown or incompatible part, a wired value set by hand, or a
+            value a part refuses; all before any data is read or training starts.
+    """
+    datamodule, data_name = build_data(cfg)
+    return datamodule, build_model(cfg, datamodule.spec, data_name)

@@ -1,0 +1,91 @@
+"""Built-in encoders for fixed-size inputs: ``mlp`` (any shape, flattened) and ``conv`` (images)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from genkit.parts import Encoder, make_activation
+from genkit.registry import register_encoder
+from genkit.spec import DataSpec
+
+
+def mlp(sizes: list[int], act: str) -> nn.Sequential:
+    """Linear layers ``sizes[0] -> ... -> sizes[-1]``, each followed by the activation."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), make_activation(act)]
+    return nn.Sequential(*layers)
+
+
+@register_encoder("mlp")
+class MLPEncoder(Encoder):
+    """Flatten, then dense layers: ``x: [B, *event_shape] -> [B, hidden[-1]]``.
+
+    Args:
+        hidden: widths of the dense layers (the seed Keras model uses [128, 64]).
+        activation: activation by name (relu, gelu, silu, elu, leaky_relu, tanh).
+    """
+
+    modalities = frozenset({"image", "audio"})
+
+    def __init__(self, spec: DataSpec, *, hidden: list[int] = [256, 128], activation: str = "relu") -> None:  # noqa: B006
+        super().__init__()
+        self.net = mlp([spec.numel, *hidden], activation)
+        self.out_features = hidden[-1] if hidden else spec.numel
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.net(x.flatten(1))
+
+
+def halvings(size: int, times: int) -> int:
+    """Spatial size after ``times`` stride-2 convolutions (kernel 3, padding 1): ceil each time."""
+    for _ in range(times):
+        size = (size + 1) // 2
+    return size
+
+
+@register_encoder("conv")
+class ConvEncoder(Encoder):
+    """Strided 3x3 convolutions, then a dense layer: ``x: [B, C, H, W] -> [B, hidden]``.
+
+    Each convolution halves height and width (rounding up), so 1x8x8, 1x28x28 and
+    3x32x32 inputs all work with the same settings.
+
+    Args:
+        channels: output channels of each stride-2 convolution.
+        hidden: width of the dense layer after flattening (0: no dense layer).
+        activation: activation by name.
+    """
+
+    modalities = frozenset({"image", "audio"})
+
+    @classmethod
+    def incompatibility(cls, spec: DataSpec) -> str | None:
+        reason = super().incompatibility(spec)
+        if reason is None and len(spec.event_shape) != 3:
+            reason = f"needs [C, H, W] inputs, but the data is {spec.describe()}"
+        return reason
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        *,
+        channels: list[int] = [32, 64],  # noqa: B006
+        hidden: int = 256,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        c, h, w = spec.event_shape
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([c, *channels], channels):
+            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), make_activation(activation)]
+        flat = (channels[-1] if channels else c) * halvings(h, len(channels)) * halvings(w, len(channels))
+        layers.append(nn.Flatten())
+        if hidden:
+            layers += [nn.Linear(flat, hidden), make_activation(activation)]
+        self.net = nn.Sequential(*layers)
+        self.out_features = hidden or flat
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.net(x)
+

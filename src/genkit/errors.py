@@ -1,0 +1,59 @@
+"""Typed errors that speak the user's language.
+
+Every error a user can cause by configuration or input is a ``GenkitError``: the
+command-line entry points print it as one clean message (no traceback) and exit
+non-zero, and tests pin its wording with ``pytest.raises(match=...)``.
+"""
+
+from __future__ import annotations
+
+
+class GenkitError(Exception):
+    """Base class of every user-facing genkit error."""
+
+
+class UnknownPartError(GenkitError, KeyError):
+    """A part name that no registry knows."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicatePartError(GenkitError):
+    """A second registration under a name that is taken, without ``override=True``."""
+
+
+class PartDefinitionError(GenkitError):
+    """A class that cannot be registered as it is written (wrong base, bad signature)."""
+
+
+class IncompatiblePartsError(GenkitError):
+    """Two chosen parts that cannot work together (named together in the message)."""
+
+
+class WiringError(GenkitError):
+    """A user value for a shape that genkit wires between parts."""
+
+
+class PartConfigError(GenkitError):
+    """A part's configuration value that its constructor refuses."""
+
+
+class DataNotFoundError(GenkitError, FileNotFoundError):
+    """Data files that are not where the configuration says."""
+
+
+class DataError(GenkitError):
+    """Data that exists but cannot be used (empty, unreadable, wrong shape)."""
+
+
+class PluginLoadError(GenkitError):
+    """A local plugin module the user asked for that cannot be imported."""
+
+
+class NonFiniteLossError(GenkitError):
+    """Training produced a NaN or infinite loss."""
+
+
+class CheckpointError(GenkitError):
+    """A checkpoint that cannot be read or is not a genkit checkpoint."""

@@ -1,0 +1,87 @@
+"""Likelihoods p(x|z): Bernoulli (BCE) and Gaussian (MSE with fixed sigma, or learned sigma)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Bernoulli, Distribution, Independent, Normal
+
+from genkit.parts import Likelihood
+from genkit.registry import register_likelihood
+from genkit.spec import DataSpec
+
+
+@register_likelihood("bernoulli")
+class BernoulliLikelihood(Likelihood):
+    """Independent Bernoulli per element, parameterised by logits: -log p(x|z) is the summed BCE.
+
+    Also used, as in the Keras seed model, on grey levels in [0, 1] (the 'BCE on
+    intensities' convention); the log-density is then not normalised, so compare such
+    numbers only with other Bernoulli runs.
+    """
+
+    supports = frozenset({"binary", "unit_interval"})
+
+    def __init__(self, spec: DataSpec) -> None:
+        super().__init__()
+        self.param_shape = spec.event_shape
+        self.event_dims = len(spec.event_shape)
+
+    def forward(self, params: Tensor, mask: Tensor | None = None) -> Distribution:
+        # validate_args=False: grey levels in (0, 1) are valid BCE targets but not in Bernoulli's support.
+        return Independent(Bernoulli(logits=params, validate_args=False), self.event_dims)
+
+
+SIGMA_MODES = ("fixed", "global", "per_dim", "predicted")
+
+
+@register_likelihood("gaussian")
+class GaussianLikelihood(Likelihood):
+    """Independent Normal per element with mean = decoder output.
+
+    With ``sigma_mode=fixed`` and ``sigma=1`` -log p(x|z) is half the summed squared
+    error plus a constant (D/2 log 2 pi): the MSE loss, as a proper density.
+
+    Args:
+        sigma_mode: ``fixed`` (``sigma``), ``global`` (one learned sigma), ``per_dim``
+            (one learned sigma per data element) or ``predicted`` (the decoder outputs a
+            sigma per element, doubling its output channels).
+        sigma: the fixed sigma, or the initial value of a learned one.
+        min_sigma: floor on sigma, so the density cannot collapse onto a pixel value.
+    """
+
+    supports = frozenset({"binary", "unit_interval", "real"})
+
+    def __init__(
+        self, spec: DataSpec, *, sigma_mode: str = "fixed", sigma: float = 1.0, min_sigma: float = 1e-3
+    ) -> None:
+        super().__init__()
+        if sigma_mode not in SIGMA_MODES:
+            raise ValueError(f"likelihood.sigma_mode must be one of {SIGMA_MODES}, got {sigma_mode!r}")
+        if sigma <= min_sigma:
+            raise ValueError(f"likelihood.sigma ({sigma}) must be above likelihood.min_sigma ({min_sigma})")
+        self.sigma_mode = sigma_mode
+        self.min_sigma = min_sigma
+        self.event_dims = len(spec.event_shape)
+        first, *rest = spec.event_shape
+        self.param_shape = (2 * first, *rest) if sigma_mode == "predicted" else spec.event_shape
+        raw = torch.tensor(math.log(math.expm1(sigma - min_sigma)))  # inverse softplus
+        if sigma_mode == "fixed":
+            self.register_buffer("raw_sigma", raw)
+        elif sigma_mode == "global":
+            self.raw_sigma = nn.Parameter(raw)
+        elif sigma_mode == "per_dim":
+            self.raw_sigma = nn.Parameter(raw.expand(spec.event_shape).clone())
+        else:
+            self.register_buffer("raw_sigma", raw)  # offset for the decoder's predicted sigma
+
+    def forward(self, params: Tensor, mask: Tensor | None = None) -> Distribution:
+        if self.sigma_mode == "predicted":
+            loc, raw = params.chunk(2, dim=1)
+            raw = raw + self.raw_sigma
+        else:
+            loc, raw = params, self.raw_sigma
+        sigma = nn.functional.softplus(raw) + self.min_sigma
+        return Independent(Normal(loc, sigma.expand_as(loc)), self.event_dims)

@@ -1,0 +1,330 @@
+"""``VAE``: the one LightningModule. It holds five parts and knows none of them concretely.
+
+The objective is written once against ``torch.distributions``: reconstruction
+``log p(x|z)``, the KL (analytic where torch registers it, a Monte Carlo estimate
+with the same z otherwise), beta with linear or cyclical warm-up (Fu et al. 2019),
+free bits (Kingma et al. 2016) and the k-sample importance-weighted bound (Burda
+et al. 2016). Metrics are summed on the device and logged once per epoch, exact
+over the whole split on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, kl_divergence
+
+from genkit.errors import NonFiniteLossError
+from genkit.parts import Decoder, Encoder, Likelihood, Posterior, Prior
+from genkit.spec import DataSpec
+
+KL_SCHEDULES = ("constant", "linear", "cyclical")
+#: Burda et al. (2016): a latent unit is active when Cov_x(E_q[z_u]) exceeds this.
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+
+
+@dataclass
+class ELBOTerms:
+    """One batch's pieces of the bound; per-example values in nats.
+
+    Attributes:
+        posterior: q(z|x), batch ``[B]``.
+        z: samples ``[k, B, latent_dim]``.
+        log_px: ``log p(x|z)`` ``[k, B]``.
+        kl: KL(q || p) ``[B]`` (analytic, or averaged over the k samples).
+        kl_per_dim: ``[B, latent_dim]`` when the KL factorises analytically, else None.
+        log_w: importance log-weights ``log p(x,z) - log q(z|x)`` ``[k, B]``, or None for k=1.
+    """
+
+    posterior: Distribution
+    z: Tensor
+    log_px: Tensor
+    kl: Tensor
+    kl_per_dim: Tensor | None
+    log_w: Tensor | None
+
+    @property
+    def rec(self) -> Tensor:
+        """Reconstruction NLL ``-E_q log p(x|z)`` per example ``[B]``."""
+        return -self.log_px.mean(0)
+
+    @property
+    def nelbo(self) -> Tensor:
+        """-ELBO per example ``[B]``: the bound on -log p(x) that training minimises (beta=1)."""
+        return self.rec + self.kl
+
+    @property
+    def iwae(self) -> Tensor | None:
+        """-log of the k-sample importance-weighted bound ``[B]`` (tighter than nelbo)."""
+        if self.log_w is None:
+            return None
+        return -(torch.logsumexp(self.log_w, 0) - math.log(self.log_w.shape[0]))
+
+
+def analytic_kl(q: Distribution, p: Distribution) -> tuple[Tensor, Tensor | None] | None:
+    """KL(q || p) ``[B]`` and, when both sides factorise, per dimension ``[B, D]``; None if unknown."""
+    try:
+        kl = kl_divergence(q, p)
+    except NotImplementedError:
+        return None
+    per_dim = None
+    if isinstance(q, Independent) and isinstance(p, Independent) and q.reinterpreted_batch_ndims == 1:
+        try:
+            per_dim = kl_divergence(q.base_dist, p.base_dist)
+        except NotImplementedError:
+            per_dim = None
+    return kl, per_dim
+
+
+class EpochSums:
+    """Sums of per-example metrics kept on the device; read once per epoch."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.total: Tensor | None = None
+        self.count = 0
+
+    def add(self, values: Tensor, count: int) -> None:
+        """``values``: ``[len(names)]`` sums over a batch of ``count`` examples."""
+        self.total = values if self.total is None else self.total + values
+        self.count += count
+
+    def reset(self) -> None:
+        self.total, self.count = None, 0
+
+
+class VAE(L.LightningModule):
+    """A variational autoencoder composed of registered parts.
+
+    Args:
+        encoder, posterior, prior, decoder, likelihood: the parts (built by ``genkit.compose``).
+        spec: the data's spec.
+        optimizer: ``params -> Optimizer`` (from the ``optim`` config group).
+        latent_dim: size of z (the one place it is set; genkit wires it into the parts).
+        beta: weight of the KL term (beta-VAE, Higgins et al. 2017); 1 gives the ELBO.
+        kl_schedule: ``constant``, ``linear`` (beta ramps from 0 over ``kl_warmup_steps``)
+            or ``cyclical`` (``kl_cycles`` ramps over training, each rising for
+            ``kl_cycle_ratio`` of its cycle; Fu et al. 2019).
+        kl_warmup_steps: length of the linear ramp, in optimiser steps.
+        kl_cycles: number of cycles of the cyclical schedule.
+        kl_cycle_ratio: share of each cycle spent rising.
+        free_bits: minimum KL in nats per latent dimension (batch-averaged) below which
+            the KL is not penalised (Kingma et al. 2016); 0 disables.
+        iwae_k: importance samples; above 1 training maximises the IWAE bound
+            (Burda et al. 2016) and beta/free bits do not apply.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        posterior: Posterior,
+        prior: Prior,
+        decoder: Decoder,
+        likelihood: Likelihood,
+        spec: DataSpec,
+        optimizer: OptimizerFactory | None = None,
+        *,
+        latent_dim: int = 16,
+        beta: float = 1.0,
+        kl_schedule: str = "constant",
+        kl_warmup_steps: int = 0,
+        kl_cycles: int = 4,
+        kl_cycle_ratio: float = 0.5,
+        free_bits: float = 0.0,
+        iwae_k: int = 1,
+    ) -> None:
+        super().__init__()
+        if kl_schedule not in KL_SCHEDULES:
+            raise ValueError(f"model.kl_schedule must be one of {KL_SCHEDULES}, got {kl_schedule!r}")
+        if iwae_k < 1:
+            raise ValueError(f"model.iwae_k must be at least 1, got {iwae_k}")
+        self.encoder, self.posterior, self.prior = encoder, posterior, prior
+        self.decoder, self.likelihood = decoder, likelihood
+        self.spec = spec
+        self.optimizer_factory = optimizer
+        self.latent_dim = latent_dim
+        self.beta, self.kl_schedule, self.kl_warmup_steps = beta, kl_schedule, kl_warmup_steps
+        self.kl_cycles, self.kl_cycle_ratio = kl_cycles, kl_cycle_ratio
+        self.free_bits, self.iwae_k = free_bits, iwae_k
+        #: The resolved run configuration, stored in checkpoints (set by ``genkit.compose``).
+        self.run_config: dict[str, Any] = {}
+        self.sums = {split: EpochSums(self.metric_names(split)) for split in ("train", "val", "test")}
+        self.nonfinite: Tensor | None = None
+
+    # ----------------------------------------------------------------- maths
+    def encode(self, x: Tensor, mask: Tensor | None = None) -> Distribution:
+        """q(z|x): ``x [B, *event_shape] -> Distribution`` with batch ``[B]``, event ``[latent_dim]``."""
+        return self.posterior(self.encoder(x, mask))
+
+    def decode(self, z: Tensor, x: Tensor | None = None, mask: Tensor | None = None) -> Distribution:
+        """p(x|z): ``z [B, latent_dim] -> Distribution`` with batch ``[B]``, event = the data's."""
+        return self.likelihood(self.decoder(z, x, mask), mask)
+
+    def elbo_terms(self, x: Tensor, mask: Tensor | None = None, k: int = 1) -> ELBOTerms:
+        """Sample k latents per example and evaluate every term of the bound."""
+        q = self.encode(x, mask)
+        p = self.prior()
+        z = q.rsample((k,))  # [k, B, D]
+        flat = z.reshape(-1, z.shape[-1])
+        x_k = x.expand(k, *x.shape).reshape(-1, *x.shape[1:]) if k > 1 else x
+        mask_k = None if mask is None else (mask.expand(k, *mask.shape).reshape(-1, *mask.shape[1:]) if k > 1 else mask)
+        log_px = self.decode(flat, x_k, mask_k).log_prob(x_k).view(k, -1)
+        analytic = analytic_kl(q, p)
+        log_w = None
+        if analytic is None or k > 1:
+            log_qz, log_pz = q.log_prob(z), p.log_prob(z)
+            if k > 1:
+                log_w = log_px + log_pz - log_qz
+        if analytic is None:
+            kl, kl_per_dim = (log_qz - log_pz).mean(0), None
+        else:
+            kl, kl_per_dim = analytic
+        return ELBOTerms(q, z, log_px, kl, kl_per_dim, log_w)
+
+    def kl_weight(self, step: int) -> float:
+        """beta at optimiser step ``step`` under the configured schedule."""
+        if self.kl_schedule == "linear":
+            return self.beta * min(1.0, step / self.kl_warmup_steps) if self.kl_warmup_steps else self.beta
+        if self.kl_schedule == "cyclical":
+            total = max(1, self.trainer.estimated_stepping_batches if self._trainer is not None else 1)
+            period = total / self.kl_cycles
+            phase = (step % period) / period
+            return self.beta * min(1.0, phase / self.kl_cycle_ratio)
+        return self.beta
+
+    def loss(self, terms: ELBOTerms, beta: float) -> Tensor:
+        """The training objective (a batch mean, in nats per example)."""
+        if terms.iwae is not None:
+            return terms.iwae.mean()
+        kl = terms.kl.mean()
+        if self.free_bits > 0:
+            if terms.kl_per_dim is not None:
+                kl = terms.kl_per_dim.mean(0).clamp(min=self.free_bits).sum()
+            else:
+                kl = kl.clamp(min=self.free_bits * self.latent_dim)
+        return terms.rec.mean() + beta * kl
+
+    # ------------------------------------------------------------- training
+    def metric_names(self, split: str) -> tuple[str, ...]:
+        """Scalar metrics summed per batch (validation/test also sum E_q[z] and its square)."""
+        names = ("nelbo", "rec", "kl") + (("iwae",) if self.iwae_k > 1 else ())
+        return names + (("loss",) if split == "train" else ())
+
+    def batch_sums(self, split: str, terms: ELBOTerms, loss: Tensor | None) -> Tensor:
+        """One vector of per-batch sums, in ``metric_names(split)`` order (one device op per metric)."""
+        values = [terms.nelbo.sum(), terms.rec.sum(), terms.kl.sum()]
+        if terms.iwae is not None:
+            values.append(terms.iwae.sum())
+        if split == "train":
+            values.append(loss * terms.kl.shape[0])
+            return torch.stack(values).detach()
+        mean = posterior_mean(terms)
+        return torch.cat([torch.stack(values), mean.sum(0), (mean * mean).sum(0)]).detach()
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        terms = self.elbo_terms(batch["x"], batch.get("mask"), self.iwae_k)
+        beta = self.kl_weight(self.global_step)
+        loss = self.loss(terms, beta)
+        self.sums["train"].add(self.batch_sums("train", terms, loss), len(batch["x"]))
+        self.guard_finite(loss, batch_idx)
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.log_dict({"train/loss_step": loss.detach(), "train/beta": beta}, on_step=True, on_epoch=False)
+        return loss
+
+    def guard_finite(self, loss: Tensor, batch_idx: int) -> None:
+        """Stop on a NaN/inf loss, checked every ``log_every_n_steps`` and at the end of each epoch.
+
+        The flag stays on the device between checks, so there is no per-step sync;
+        the check runs before the epoch's checkpoint is written, so the last
+        checkpoint on disk is a good one.
+        """
+        bad = ~torch.isfinite(loss.detach())
+        self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
+        last = batch_idx + 1 >= self.trainer.num_training_batches
+        if (self.global_step % self.trainer.log_every_n_steps == 0 or last) and bool(self.nonfinite):
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} by step {self.global_step} (epoch {self.current_epoch}); "
+                "training stopped and the last checkpoint written before it is kept. Lower optim.lr, "
+                "set trainer.gradient_clip_val=1, or use likelihood.min_sigma / a KL warm-up."
+            )
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.eval_step("val", batch)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.eval_step("test", batch)
+
+    def eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
+        terms = self.elbo_terms(batch["x"], batch.get("mask"), self.iwae_k)
+        self.sums[split].add(self.batch_sums(split, terms, None), len(batch["x"]))
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")
+
+    def log_epoch(self, split: str) -> None:
+        """Reduce the epoch's sums over all ranks and log exact means over the whole split."""
+        sums = self.sums[split]
+        if sums.total is None:
+            return
+        count = torch.tensor(float(sums.count), device=sums.total.device)
+        packed = self.trainer.strategy.reduce(torch.cat([sums.total, count[None]]), reduce_op="sum")
+        total, count = packed[:-1], packed[-1]
+        sums.reset()
+        n = len(sums.names)
+        means = dict(zip(sums.names, total[:n] / count))
+        if split != "train":
+            mu, mu2 = (total[n:] / count).chunk(2)
+            means["active_units"] = ((mu2 - mu * mu) > ACTIVE_UNIT_THRESHOLD).sum().float()
+        if self.spec.modality == "image":
+            means["bpd"] = means["nelbo"] / (self.spec.numel * math.log(2))
+        self.log_dict({f"{split}/{k}": v for k, v in means.items()}, prog_bar=split != "test", sync_dist=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        return factory(self.parameters())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from genkit import __version__
+
+        checkpoint["genkit"] = {"config": self.run_config, "spec": self.spec.to_dict(), "version": __version__}
+
+    # ------------------------------------------------------------------ use
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        """``n`` draws from the prior, decoded to the likelihood's mean ``[n, *event_shape]``."""
+        z = self.prior().sample((n,))
+        if temperature != 1.0:
+            z = z * temperature
+        return self.decode(z).mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mean of p(x|z) at z = the posterior mean (or a sample where it has no mean)."""
+        q = self.encode(x, mask)
+        try:
+            z = q.mean
+        except NotImplementedError:
+            z = q.sample()
+        return self.decode(z, x, mask).mean
+
+
+def posterior_mean(terms: ELBOTerms) -> Tensor:
+    """E_q[z] ``[B, D]`` (the sample mean where the family has no closed form)."""
+    try:
+        return terms.posterior.mean
+    except NotImplementedError:
+        return terms.z.mean(0)

@@ -1,0 +1,105 @@
+"""Experiment tracking: Weights & Biases (offline when there is no API key) and a local CSV log.
+
+W&B must never stop training: a failure to start it falls back to the CSV log with
+one warning. Runs of one Hydra sweep share a W&B group named after the sweep; run
+names are built from the command-line overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+WANDB_HOST = "api.wandb.ai"
+
+
+def has_wandb_key() -> bool:
+    """True when W&B can authenticate: ``WANDB_API_KEY`` or a ``~/.netrc`` entry (``wandb login``)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(WANDB_HOST) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def sweep_identity() -> tuple[str | None, str | None]:
+    """(group, run name) from Hydra: the sweep folder's name and the job's overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hc = HydraConfig.get()
+    name = hc.job.override_dirname or None
+    group = f"sweep-{Path(hc.sweep.dir).name}" if hc.mode == RunMode.MULTIRUN else None
+    return group, name
+
+
+def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path) -> Any | None:
+    """A started ``WandbLogger``, or None (with one warning) if W&B cannot start."""
+    mode = options.get("mode") or os.environ.get("WANDB_MODE")
+    if not mode:
+        mode = "online" if has_wandb_key() else "offline"
+        if mode == "offline":
+            log.info(
+                "W&B: no API key found, logging offline under %s/wandb; upload later with "
+                "`wandb sync %s/wandb/offline-run-*` (or set logger.wandb.mode / run `wandb login`)",
+                save_dir, save_dir,
+            )
+    group, name = sweep_identity()
+    try:
+        import wandb
+        from lightning.pytorch.loggers import WandbLogger
+
+        logger = WandbLogger(
+            project=options.get("project") or "genkit",
+            entity=options.get("entity"),
+            group=options.get("group") or group,
+            name=options.get("name") or name,
+            tags=list(options.get("tags") or []),
+            notes=options.get("notes"),
+            mode=mode,
+            save_dir=str(save_dir),
+            config=OmegaConf.to_container(cfg, resolve=True),
+            settings=wandb.Settings(init_timeout=float(options.get("init_timeout", 60)), quiet=True),
+        )
+        _ = logger.experiment  # start now, so a failure is caught here and not mid-training
+    except Exception as error:  # W&B trouble must never stop training
+        log.warning("W&B could not start (%s: %s); continuing with the local CSV log only",
+                    error.__class__.__name__, error)
+        return None
+    return logger
+
+
+def build_loggers(cfg: DictConfig, save_dir: Path) -> list[Any]:
+    """Loggers named in ``cfg.logger``: ``wandb`` and/or ``csv`` (empty for ``logger=none``)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list[Any] = []
+    options = cfg.get("logger") or {}
+    if options.get("wandb") is not None:
+        logger = wandb_logger(options.wandb, cfg, save_dir)
+        if logger is not None:
+            loggers.append(logger)
+    if options.get("csv") is not None:
+        loggers.append(CSVLogger(str(save_dir), name="csv", version=""))
+    return loggers
+
+
+def finish_wandb() -> None:
+    """Close the W&B run (each job of a sequential sweep gets its own run)."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

@@ -1,0 +1,89 @@
+"""One training run from a composed config: seed, discover, compose, fit, test, summarise."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from genkit import plugins
+from genkit.compose import PART_KINDS, compose, entry_for
+from genkit.tracking import build_loggers, finish_wandb
+
+log = logging.getLogger(__name__)
+
+SUMMARY_COLUMNS = {"nelbo": "-ELBO", "rec": "rec", "kl": "KL", "iwae": "-IWAE", "bpd": "bits/dim",
+                   "active_units": "active units"}
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
+    """Callbacks from the ``callbacks`` group (a dict of named nodes; null one to drop it)."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callbacks = []
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is None:
+            continue
+        callback = instantiate(node)
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+            callback.dirpath = str(output_dir / "checkpoints")
+        callbacks.append(callback)
+    return callbacks
+
+
+def banner(cfg: DictConfig, datamodule: Any, data_name: str) -> str:
+    """Which part is which, and where it came from."""
+    lines = [f"data       {data_name:<14} {datamodule.spec.describe()}"]
+    for kind in PART_KINDS:
+        entry = entry_for(kind, cfg[kind])
+        lines.append(f"{kind:<10} {entry.name:<14} ({entry.origin})")
+    return "\n".join(lines)
+
+
+def summary_table(metrics: dict[str, float]) -> str:
+    """Rows train/val/test, columns -ELBO, rec, KL (nats per example) and the rest present."""
+    columns = [c for c in SUMMARY_COLUMNS if any(f"{s}/{c}" in metrics for s in ("train", "val", "test"))]
+    lines = ["        " + "".join(f"{SUMMARY_COLUMNS[c]:>14}" for c in columns)]
+    for split in ("train", "val", "test"):
+        cells = [f"{metrics[f'{split}/{c}']:>14.4f}" if f"{split}/{c}" in metrics else f"{'':>14}" for c in columns]
+        lines.append(f"{split:<8}" + "".join(cells))
+    return "\n".join(lines) + "\n(nats per example; train: running mean over the last epoch; val/test: best checkpoint)"
+
+
+def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
+    # Argument validation in torch.distributions is a debugging aid that costs time every
+    # step; genkit.testing's contract checks keep it on.
+    torch.distributions.Distribution.set_default_validate_args(False)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    plugins.load(list(cfg.get("plugins") or []))
+    datamodule, model = compose(cfg)
+    data_name = entry_for("data", cfg.data).name
+    log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
+    callbacks = build_callbacks(cfg, output_dir)
+    loggers = build_loggers(cfg, output_dir)
+    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=loggers or False,
+                        callbacks=callbacks, default_root_dir=str(output_dir))
+    try:
+        trainer.fit(model, datamodule=datamodule)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt_path = "best" if best else None
+        for results in trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
+            metrics.update({k: float(v) for k, v in results.items()})
+        for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
+            metrics.update({k: float(v) for k, v in results.items()})
+    finally:
+        finish_wandb()
+    if trainer.is_global_zero:
+        log.info("final metrics\n%s", summary_table(metrics))
+        if best:
+            log.info("best checkpoint: %s", best)
+        (output_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "best_checkpoint": best}, indent=2))
+    return metrics
