@@ -25,7 +25,25 @@ from genkit.registry import (  # noqa: E402
 from genkit.spec import DataSpec  # noqa: E402
 
 __all__ = [
-    "WIRING", "ArrayDataModule", "DataModule", "DataSpec", "Decoder", "Encoder", "GenkitError", "Likelihood",
-    "Posterior", "Prior", "VAE", "build_model", "compose", "list_parts", "load", "register_data",
-    "register_decoder", "register_encoder", "register_likelihood", "register_posterior", "register_prior",
+    "WIRING",
+    "ArrayDataModule",
+    "DataModule",
+    "DataSpec",
+    "Decoder",
+    "Encoder",
+    "GenkitError",
+    "Likelihood",
+    "Posterior",
+    "Prior",
+    "VAE",
+    "build_model",
+    "compose",
+    "list_parts",
+    "load",
+    "register_data",
+    "register_decoder",
+    "register_encoder",
+    "register_likelihood",
+    "register_posterior",
+    "register_prior",
 ]

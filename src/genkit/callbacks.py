@@ -30,8 +30,9 @@ class ImageMedia(Callback):
         self.n = n
         self.inputs: Tensor | None = None
 
-    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int,
-                                dataloader_idx: int = 0) -> None:  # noqa: ANN001
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:  # noqa: ANN001
         if batch_idx == 0 and self.inputs is None:
             self.inputs = batch["x"][: self.n].detach()
 
@@ -58,11 +59,14 @@ class ImageMedia(Callback):
             or (trainer.current_epoch + 1) % self.every_n_epochs
         ):
             return
-        grids = self.grids(pl_module)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                for key, grid in grids.items():
-                    logger.log_image(key=key, images=[grid.cpu()], step=trainer.global_step)
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if not loggers:
+            return
+        import wandb
+
+        images = {key: wandb.Image(grid.cpu()) for key, grid in self.grids(pl_module).items()}
+        for logger in loggers:
+            logger.log_metrics(images, step=trainer.global_step)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.is_global_zero or self.inputs is None or pl_module.spec.modality != "image":

@@ -37,7 +37,10 @@ def model_config() -> Any:
     from hydra_zen import builds
 
     return builds(
-        VAE, populate_full_signature=True, zen_partial=True, zen_exclude=MODEL_EXCLUDE,
+        VAE,
+        populate_full_signature=True,
+        zen_partial=True,
+        zen_exclude=MODEL_EXCLUDE,
         zen_dataclass={"cls_name": "model_vae"},
     )
 

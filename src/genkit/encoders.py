@@ -88,4 +88,3 @@ class ConvEncoder(Encoder):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.net(x)
-

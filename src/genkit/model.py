@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import lightning as L
@@ -51,17 +52,17 @@ class ELBOTerms:
     kl_per_dim: Tensor | None
     log_w: Tensor | None
 
-    @property
+    @cached_property
     def rec(self) -> Tensor:
         """Reconstruction NLL ``-E_q log p(x|z)`` per example ``[B]``."""
-        return -self.log_px.mean(0)
+        return -(self.log_px[0] if len(self.log_px) == 1 else self.log_px.mean(0))
 
-    @property
+    @cached_property
     def nelbo(self) -> Tensor:
         """-ELBO per example ``[B]``: the bound on -log p(x) that training minimises (beta=1)."""
         return self.rec + self.kl
 
-    @property
+    @cached_property
     def iwae(self) -> Tensor | None:
         """-log of the k-sample importance-weighted bound ``[B]`` (tighter than nelbo)."""
         if self.log_w is None:
@@ -70,18 +71,42 @@ class ELBOTerms:
 
 
 def analytic_kl(q: Distribution, p: Distribution) -> tuple[Tensor, Tensor | None] | None:
-    """KL(q || p) ``[B]`` and, when both sides factorise, per dimension ``[B, D]``; None if unknown."""
-    try:
-        kl = kl_divergence(q, p)
-    except NotImplementedError:
-        return None
-    per_dim = None
-    if isinstance(q, Independent) and isinstance(p, Independent) and q.reinterpreted_batch_ndims == 1:
+    """KL(q || p) ``[B]`` and, when both sides factorise, per dimension ``[B, D]``; None if unknown.
+
+    Factorised pairs (``Independent`` over one dimension) are computed once, per
+    dimension, and summed: the free-bits objective needs the per-dimension values.
+    """
+    if (
+        isinstance(q, Independent)
+        and isinstance(p, Independent)
+        and q.reinterpreted_batch_ndims == p.reinterpreted_batch_ndims == 1
+    ):
         try:
             per_dim = kl_divergence(q.base_dist, p.base_dist)
         except NotImplementedError:
-            per_dim = None
-    return kl, per_dim
+            pass
+        else:
+            return per_dim.sum(-1), per_dim
+    try:
+        return kl_divergence(q, p), None
+    except NotImplementedError:
+        return None
+
+
+def kl_weight(
+    step: int, beta: float, schedule: str, warmup_steps: int, cycles: int, cycle_ratio: float, total_steps: int
+) -> float:
+    """The KL weight at ``step``: constant, a linear warm-up, or cyclical annealing (Fu et al. 2019).
+
+    Cyclical: training is cut into ``cycles`` equal periods; in each, beta rises
+    linearly from 0 over the first ``cycle_ratio`` of the period, then stays at beta.
+    """
+    if schedule == "linear":
+        return beta * min(1.0, step / warmup_steps) if warmup_steps else beta
+    if schedule == "cyclical":
+        period = max(1, total_steps) / cycles
+        return beta * min(1.0, (step % period) / period / cycle_ratio)
+    return beta
 
 
 class EpochSums:
@@ -172,8 +197,8 @@ class VAE(L.LightningModule):
         """Sample k latents per example and evaluate every term of the bound."""
         q = self.encode(x, mask)
         p = self.prior()
-        z = q.rsample((k,))  # [k, B, D]
-        flat = z.reshape(-1, z.shape[-1])
+        flat = q.rsample() if k == 1 else q.rsample((k,)).flatten(0, 1)  # [k * B, D]
+        z = flat.view(k, -1, flat.shape[-1])
         x_k = x.expand(k, *x.shape).reshape(-1, *x.shape[1:]) if k > 1 else x
         mask_k = None if mask is None else (mask.expand(k, *mask.shape).reshape(-1, *mask.shape[1:]) if k > 1 else mask)
         log_px = self.decode(flat, x_k, mask_k).log_prob(x_k).view(k, -1)
@@ -191,14 +216,12 @@ class VAE(L.LightningModule):
 
     def kl_weight(self, step: int) -> float:
         """beta at optimiser step ``step`` under the configured schedule."""
-        if self.kl_schedule == "linear":
-            return self.beta * min(1.0, step / self.kl_warmup_steps) if self.kl_warmup_steps else self.beta
-        if self.kl_schedule == "cyclical":
-            total = max(1, self.trainer.estimated_stepping_batches if self._trainer is not None else 1)
-            period = total / self.kl_cycles
-            phase = (step % period) / period
-            return self.beta * min(1.0, phase / self.kl_cycle_ratio)
-        return self.beta
+        if self.kl_schedule == "constant":
+            return self.beta
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        return kl_weight(
+            step, self.beta, self.kl_schedule, self.kl_warmup_steps, self.kl_cycles, self.kl_cycle_ratio, total
+        )
 
     def loss(self, terms: ELBOTerms, beta: float) -> Tensor:
         """The training objective (a batch mean, in nats per example)."""
@@ -218,16 +241,17 @@ class VAE(L.LightningModule):
         names = ("nelbo", "rec", "kl") + (("iwae",) if self.iwae_k > 1 else ())
         return names + (("loss",) if split == "train" else ())
 
+    @torch.no_grad()
     def batch_sums(self, split: str, terms: ELBOTerms, loss: Tensor | None) -> Tensor:
-        """One vector of per-batch sums, in ``metric_names(split)`` order (one device op per metric)."""
+        """One vector of per-batch sums, in ``metric_names(split)`` order (no autograd bookkeeping)."""
         values = [terms.nelbo.sum(), terms.rec.sum(), terms.kl.sum()]
         if terms.iwae is not None:
             values.append(terms.iwae.sum())
         if split == "train":
             values.append(loss * terms.kl.shape[0])
-            return torch.stack(values).detach()
+            return torch.stack(values)
         mean = posterior_mean(terms)
-        return torch.cat([torch.stack(values), mean.sum(0), (mean * mean).sum(0)]).detach()
+        return torch.cat([torch.stack(values), mean.sum(0), (mean * mean).sum(0)])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         terms = self.elbo_terms(batch["x"], batch.get("mask"), self.iwae_k)
@@ -240,16 +264,20 @@ class VAE(L.LightningModule):
         return loss
 
     def guard_finite(self, loss: Tensor, batch_idx: int) -> None:
-        """Stop on a NaN/inf loss, checked every ``log_every_n_steps`` and at the end of each epoch.
+        """Stop on a NaN/inf loss before the epoch's checkpoint is written, so the last one on disk is good.
 
-        The flag stays on the device between checks, so there is no per-step sync;
-        the check runs before the epoch's checkpoint is written, so the last
-        checkpoint on disk is a good one.
+        On the CPU reading the flag is free, so every step is checked. On an
+        accelerator it would force a sync, so the flag stays on the device and is
+        read every ``log_every_n_steps`` steps and at the end of each epoch.
         """
         bad = ~torch.isfinite(loss.detach())
         self.nonfinite = bad if self.nonfinite is None else self.nonfinite | bad
-        last = batch_idx + 1 >= self.trainer.num_training_batches
-        if (self.global_step % self.trainer.log_every_n_steps == 0 or last) and bool(self.nonfinite):
+        due = (
+            loss.device.type == "cpu"
+            or self.global_step % self.trainer.log_every_n_steps == 0
+            or batch_idx + 1 >= self.trainer.num_training_batches
+        )
+        if due and bool(self.nonfinite):
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} by step {self.global_step} (epoch {self.current_epoch}); "
                 "training stopped and the last checkpoint written before it is kept. Lower optim.lr, "

@@ -89,10 +89,7 @@ class Likelihood(Part):
     def incompatibility(cls, spec: DataSpec) -> str | None:
         reason = super().incompatibility(spec)
         if reason is None and cls.supports and spec.support not in cls.supports:
-            reason = (
-                f"is a density for {'/'.join(sorted(cls.supports))} values, "
-                f"but the data is {spec.describe()}"
-            )
+            reason = f"is a density for {'/'.join(sorted(cls.supports))} values, but the data is {spec.describe()}"
         return reason
 
     @abstractmethod

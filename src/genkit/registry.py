@@ -150,6 +150,11 @@ def check_signature(kind: str, cls: type) -> None:
         raise PartDefinitionError(
             f"{cls!r} cannot be registered as a {kind}: it must subclass {base.__module__}.{base.__name__}"
         )
+    if "<locals>" in cls.__qualname__:
+        raise PartDefinitionError(
+            f"{cls.__qualname__} cannot be registered: define it at module level, so its config's "
+            "_target_ can import it"
+        )
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise PartDefinitionError(f"{cls.__qualname__} cannot be registered as a {kind}: implement {missing}")

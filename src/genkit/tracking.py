@@ -52,7 +52,8 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path) -> Any | 
             log.info(
                 "W&B: no API key found, logging offline under %s/wandb; upload later with "
                 "`wandb sync %s/wandb/offline-run-*` (or set logger.wandb.mode / run `wandb login`)",
-                save_dir, save_dir,
+                save_dir,
+                save_dir,
             )
     group, name = sweep_identity()
     try:
@@ -73,8 +74,9 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path) -> Any | 
         )
         _ = logger.experiment  # start now, so a failure is caught here and not mid-training
     except Exception as error:  # W&B trouble must never stop training
-        log.warning("W&B could not start (%s: %s); continuing with the local CSV log only",
-                    error.__class__.__name__, error)
+        log.warning(
+            "W&B could not start (%s: %s); continuing with the local CSV log only", error.__class__.__name__, error
+        )
         return None
     return logger
 

@@ -17,8 +17,14 @@ from genkit.tracking import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
 
-SUMMARY_COLUMNS = {"nelbo": "-ELBO", "rec": "rec", "kl": "KL", "iwae": "-IWAE", "bpd": "bits/dim",
-                   "active_units": "active units"}
+SUMMARY_COLUMNS = {
+    "nelbo": "-ELBO",
+    "rec": "rec",
+    "kl": "KL",
+    "iwae": "-IWAE",
+    "bpd": "bits/dim",
+    "active_units": "active units",
+}
 
 
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
@@ -68,8 +74,12 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
     callbacks = build_callbacks(cfg, output_dir)
     loggers = build_loggers(cfg, output_dir)
-    trainer = L.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=loggers or False,
-                        callbacks=callbacks, default_root_dir=str(output_dir))
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(output_dir),
+    )
     try:
         trainer.fit(model, datamodule=datamodule)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}

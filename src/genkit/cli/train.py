@@ -64,8 +64,10 @@ def check_overrides(overrides: list) -> None:
         key = override.key_or_group
         group, _, param = key.partition(".")
         if group in KINDS and param in WIRING:
-            raise WiringError(f"{key} is wired by genkit; remove it" +
-                              (" and set model.latent_dim instead" if param == "latent_dim" else ""))
+            raise WiringError(
+                f"{key} is wired by genkit; remove it"
+                + (" and set model.latent_dim instead" if param == "latent_dim" else "")
+            )
         if key in KINDS and not override.is_delete():
             known = set(registry(key).names()) | presets(key)
             for value in override_values(override):

@@ -1,0 +1,290 @@
+"""Image data sets held in memory: digits (embedded), MNIST, Fashion-MNIST, CIFAR-10, any image folder."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genkit.data.base import ArrayDataModule, Split
+from genkit.errors import DataError, DataNotFoundError
+from genkit.registry import register_data
+from genkit.spec import DataSpec
+
+log = logging.getLogger(__name__)
+
+#: The split of a data set never changes with the run's seed: runs stay comparable.
+SPLIT_SEED = 0
+
+
+def split_by_fraction(x: torch.Tensor, y: torch.Tensor, val: float, test: float) -> dict[str, Split]:
+    """A fixed, seeded train/val/test split of one pool of examples."""
+    n = len(x)
+    n_test, n_val = round(n * test), round(n * val)
+    if n - n_test - n_val < 1 or (val > 0 and n_val < 1) or (test > 0 and n_test < 1):
+        raise DataError(f"{n} examples are too few for val_fraction={val} and test_fraction={test}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+    return {name: {"x": x[idx], "y": y[idx]} for name, idx in parts.items()}
+
+
+def hold_out(train: Split, size: int) -> tuple[Split, Split]:
+    """Split a fixed, seeded validation set of ``size`` examples off a training set."""
+    order = torch.randperm(len(train["x"]), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    val, rest = order[:size], order[size:]
+    return {k: t[rest] for k, t in train.items()}, {k: t[val] for k, t in train.items()}
+
+
+def to_unit(images: np.ndarray, top: float) -> torch.Tensor:
+    """uint8-like array -> float32 tensor in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32) / top)
+
+
+@register_data("digits")
+class Digits(ArrayDataModule):
+    """scikit-learn's 1,797 handwritten digits (8x8, 17 grey levels), shipped with scikit-learn.
+
+    The embedded default: no download, trains in seconds. Fixed split: 70% train,
+    10% validation, 20% test.
+    """
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec("image", (1, 8, 8), self.support(), extra={"classes": [str(d) for d in range(10)]})
+
+    def load_splits(self) -> dict[str, Split]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        x = to_unit(digits.data.reshape(-1, 1, 8, 8), 16.0)
+        return split_by_fraction(x, torch.from_numpy(digits.target).long(), val=0.1, test=0.2)
+
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (the MNIST format), gzipped or not."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    ndim = raw[3]
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4)
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+class FileImages(ArrayDataModule):
+    """Base of image sets read from files under ``root``, with a held-out validation set.
+
+    Args:
+        root: folder holding the data set's files.
+        download: fetch the files with torchvision when they are missing.
+        val_size: examples held out of the training set for validation (a fixed, seeded choice).
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        root: str = "data",
+        download: bool = False,
+        val_size: int = 5000,
+        batch_size: int = 128,
+        eval_batch_size: int = 0,
+        binarize: str = "none",
+        on_device: bool = True,
+    ) -> None:
+        super().__init__(
+            seed, batch_size=batch_size, eval_batch_size=eval_batch_size, binarize=binarize, on_device=on_device
+        )
+        self.root = Path(root).expanduser()
+        self.download = download
+        self.val_size = val_size
+
+
+@register_data("mnist")
+class MNIST(FileImages):
+    """MNIST (60k train / 10k test, 28x28): the official IDX files, gzipped or not.
+
+    Looks in ``root``, ``root/<folder>`` and torchvision's ``root/<Folder>/raw``.
+    ``root`` holds the four IDX files; ``val_size`` of the training images are held out.
+    """
+
+    folder = "mnist"
+    torchvision_name = "MNIST"
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec("image", (1, 28, 28), self.support(), extra={"classes": self.classes()})
+
+    def classes(self) -> list[str]:
+        return [str(d) for d in range(10)]
+
+    def candidate_dirs(self) -> list[Path]:
+        return [self.root, self.root / self.folder, self.root / self.torchvision_name / "raw"]
+
+    def find(self, name: str) -> Path | None:
+        for folder in self.candidate_dirs():
+            for path in (folder / name, folder / f"{name}.gz"):
+                if path.is_file():
+                    return path
+        return None
+
+    def prepare_data(self) -> None:
+        missing = [n for pair in IDX_FILES.values() for n in pair if self.find(n) is None]
+        if not missing:
+            return
+        if not self.download:
+            looked = ", ".join(str(d) for d in self.candidate_dirs())
+            raise DataNotFoundError(
+                f"{self.torchvision_name} files {', '.join(missing)} (.gz or not) not found; looked in {looked}. "
+                f"Put the four IDX files in one of those folders, point data.root at them, "
+                f"or set data.download=true to fetch them."
+            )
+        import torchvision.datasets
+
+        getattr(torchvision.datasets, self.torchvision_name)(str(self.root), download=True)
+
+    def load_splits(self) -> dict[str, Split]:
+        self.prepare_data()
+        splits = {}
+        for split, (images, labels) in IDX_FILES.items():
+            x = to_unit(read_idx(self.find(images))[:, None], 255.0)
+            splits[split] = {"x": x, "y": torch.from_numpy(read_idx(self.find(labels)).astype(np.int64))}
+        splits["train"], splits["val"] = hold_out(splits["train"], self.val_size)
+        return splits
+
+
+@register_data("fashion_mnist")
+class FashionMNIST(MNIST):
+    """Fashion-MNIST (Zalando; 28x28 clothing images, MNIST's file format and split)."""
+
+    folder = "fashion_mnist"
+    torchvision_name = "FashionMNIST"
+
+    def classes(self) -> list[str]:
+        return ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+
+
+@register_data("cifar10")
+class CIFAR10(FileImages):
+    """CIFAR-10 (50k train / 10k test, 3x32x32) from torchvision's python-pickle files.
+
+    ``root`` holds ``cifar-10-batches-py`` (directly or under ``root/cifar10``).
+    """
+
+    @property
+    def spec(self) -> DataSpec:
+        classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        return DataSpec("image", (3, 32, 32), self.support(), extra={"classes": classes})
+
+    def data_root(self) -> Path | None:
+        for folder in (self.root, self.root / "cifar10"):
+            if (folder / "cifar-10-batches-py").is_dir():
+                return folder
+        return None
+
+    def prepare_data(self) -> None:
+        if self.data_root() is not None:
+            return
+        if not self.download:
+            raise DataNotFoundError(
+                f"CIFAR-10 folder 'cifar-10-batches-py' not found in {self.root} or {self.root / 'cifar10'}. "
+                "Extract cifar-10-python.tar.gz there, point data.root at it, or set data.download=true."
+            )
+        import torchvision.datasets
+
+        torchvision.datasets.CIFAR10(str(self.root), download=True)
+
+    def load_splits(self) -> dict[str, Split]:
+        import torchvision.datasets
+
+        self.prepare_data()
+        splits = {}
+        for split in ("train", "test"):
+            data = torchvision.datasets.CIFAR10(str(self.data_root()), train=split == "train")
+            x = to_unit(data.data.transpose(0, 3, 1, 2), 255.0)
+            splits[split] = {"x": x, "y": torch.tensor(data.targets, dtype=torch.long)}
+        splits["train"], splits["val"] = hold_out(splits["train"], self.val_size)
+        return splits
+
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+
+@register_data("image_folder")
+class ImageFolder(ArrayDataModule):
+    """Any folder of images (searched recursively), resized and centre-cropped to ``size``.
+
+    Images in first-level sub-folders get those folders' names as labels
+    (torchvision's ImageFolder convention). Unreadable files are skipped and counted.
+
+    Args:
+        path: the folder.
+        size: output height and width in pixels.
+        channels: 1 (greyscale) or 3 (RGB).
+        val_fraction: share of images held out for validation (fixed seeded split).
+        test_fraction: share of images held out for testing.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        path: str = "???",
+        size: int = 32,
+        channels: int = 3,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        batch_size: int = 128,
+        eval_batch_size: int = 0,
+        binarize: str = "none",
+        on_device: bool = True,
+    ) -> None:
+        super().__init__(
+            seed, batch_size=batch_size, eval_batch_size=eval_batch_size, binarize=binarize, on_device=on_device
+        )
+        if channels not in (1, 3):
+            raise ValueError(f"data.channels must be 1 or 3, got {channels}")
+        self.path = Path(path).expanduser()
+        self.size = size
+        self.channels = channels
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.class_names: list[str] = []
+
+    @property
+    def spec(self) -> DataSpec:
+        return DataSpec("image", (self.channels, self.size, self.size), self.support())
+
+    def load_splits(self) -> dict[str, Split]:
+        from PIL import Image, ImageOps, UnidentifiedImageError
+
+        if not self.path.is_dir():
+            raise DataNotFoundError(f"image folder {self.path} does not exist; set data.path=DIR to a folder of images")
+        files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {self.path}")
+        labelled = all(p.parent != self.path for p in files)
+        self.class_names = sorted({p.relative_to(self.path).parts[0] for p in files}) if labelled else []
+        mode = "L" if self.channels == 1 else "RGB"
+        images, labels, skipped = [], [], []
+        for file in files:
+            try:
+                with Image.open(file) as image:
+                    fitted = ImageOps.fit(image.convert(mode), (self.size, self.size))
+            except (OSError, UnidentifiedImageError, ValueError) as error:
+                skipped.append(f"{file.name} ({error.__class__.__name__})")
+                continue
+            images.append(np.asarray(fitted).reshape(self.size, self.size, self.channels))
+            labels.append(self.class_names.index(file.relative_to(self.path).parts[0]) if labelled else 0)
+        if skipped:
+            log.warning("skipped %d unreadable image(s) in %s: %s", len(skipped), self.path, ", ".join(skipped[:10]))
+        if not images:
+            raise DataError(f"none of the {len(files)} image files under {self.path} could be read")
+        x = to_unit(np.stack(images).transpose(0, 3, 1, 2), 255.0)
+        return split_by_fraction(x, torch.tensor(labels), val=self.val_fraction, test=self.test_fraction)

@@ -1,0 +1,173 @@
+"""End-to-end: the installed console scripts in subprocesses, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import genkit
+from conftest import FAST, run, script, shared_data
+
+
+def wandb_records(run_dir: Path, env: dict[str, str]) -> list[dict]:
+    """The records of the offline W&B run under ``run_dir``, read by W&B's own inspector."""
+    logs = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(logs) == 1, f"expected one offline W&B run in {run_dir}, found {logs}"
+    result = run(["wandb", "leet", "inspect", "--json", str(logs[0])], env, run_dir, timeout=120)
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_default_run_trains_summarises_checkpoints_and_logs_offline(tmp_path, cli_env):
+    out = tmp_path / "run"
+    result = run([*script("genkit-train"), *FAST, f"hydra.run.dir={out}"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "final metrics" in log and "-ELBO" in log and "no API key found, logging offline" in log
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    for split in ("train", "val", "test"):
+        for name in ("nelbo", "rec", "kl", "bpd"):
+            assert f"{split}/{name}" in metrics
+    assert metrics["test/nelbo"] == pytest.approx(metrics["test/rec"] + metrics["test/kl"], rel=1e-4)
+    assert (out / "checkpoints" / "last.ckpt").is_file() and (out / "csv" / "metrics.csv").is_file()
+    assert (out / "reconstructions.png").is_file() and (out / "samples.png").is_file()
+
+    records = wandb_records(out, cli_env)
+    config = next(r for r in records if r["type"] == "run")["run"]["config"]["update"]
+    assert config["encoder"]["_target_"] == "genkit.encoders.MLPEncoder" and config["data"]["batch_size"] == 128
+    logged = {k for r in records if r["type"] == "history" for k in r["history"]["item"]}
+    assert {"val/nelbo", "val/kl", "train/nelbo", "val/reconstructions._type", "val/samples._type"} <= logged
+
+    # The checkpoint alone rebuilds the model, and it scores the test set as training reported.
+    model = genkit.load(json.loads((out / "metrics.json").read_text())["best_checkpoint"])
+    data = genkit.registry.registry("data").get("digits").cls()
+    data.setup()
+    torch.manual_seed(0)
+    nelbo = model.elbo_terms(data.splits["test"]["x"]).nelbo.mean().item()
+    assert nelbo == pytest.approx(metrics["test/nelbo"], rel=0.03)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["encoder=convv"], "no encoder named 'convv'. Did you mean 'conv'?"),
+        (["-m", "prior=normal,vampp"], "no prior named 'vampp'. Did you mean 'vamp'?"),
+        (["encoder.latent_dim=3"], "encoder.latent_dim is wired by genkit; remove it and set model.latent_dim"),
+    ],
+)
+def test_bad_names_fail_before_training_without_traceback(args, message, tmp_path, cli_env):
+    result = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()
+
+
+def test_missing_data_names_the_path_in_one_clean_message(tmp_path, cli_env):
+    missing = tmp_path / "no_mnist_here"
+    result = run([*script("genkit-train"), "data=mnist", f"data.root={missing}", *FAST], cli_env, tmp_path)
+    assert result.returncode == 1
+    assert f"looked in {missing}" in result.stderr and "data.download=true" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "prior=normal,vamp", "encoder=mlp,conv", *FAST, f"hydra.sweep.dir={sweep}"]
+    result = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 4
+    runs = [next(r for r in wandb_records(job, cli_env) if r["type"] == "run")["run"] for job in jobs]
+    assert {r["run_group"] for r in runs} == {f"sweep-{sweep.name}"}
+    names = {r["display_name"] for r in runs}
+    assert len(names) == 4 and any("encoder=conv" in n and "prior=vamp" in n for n in names)
+    targets = {(r["config"]["update"]["encoder"]["_target_"], r["config"]["update"]["prior"]["_target_"]) for r in runs}
+    assert len(targets) == 4
+    assert all((job / "metrics.json").is_file() for job in jobs)
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "prior=normal,mog",
+        "logger=csv",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel" in result.stdout + result.stderr
+    assert all((sweep / str(i) / "metrics.json").is_file() for i in (0, 1))
+
+
+def test_seed_makes_a_cpu_run_reproducible(tmp_path, cli_env):
+    def metrics(seed: int, name: str) -> dict:
+        out = tmp_path / name
+        result = run(
+            [*script("genkit-train"), f"seed={seed}", "logger=none", *FAST, f"hydra.run.dir={out}"], cli_env, tmp_path
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return json.loads((out / "metrics.json").read_text())["metrics"]
+
+    first, again, other = metrics(3, "a"), metrics(3, "b"), metrics(4, "c")
+    assert first == again and first != other
+
+
+def test_hydra_flags_and_the_seed_experiment_compose(tmp_path, cli_env):
+    result = run([*script("genkit-train"), "experiment=seed_mnist", "--cfg", "job"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = OmegaConf.create(result.stdout)
+    assert cfg.data._target_ == "genkit.data.images.MNIST" and cfg.data.batch_size == 128
+    assert cfg.encoder.hidden == [128, 64] and cfg.decoder.hidden == [64, 128] and cfg.posterior.scale == "exp"
+    assert cfg.model.latent_dim == 2 and cfg.model.beta == 1.0 and cfg.prior._target_.endswith("NormalPrior")
+    assert cfg.likelihood._target_.endswith("BernoulliLikelihood") and cfg.optim.lr == 0.001
+    assert cfg.trainer.max_epochs == 10
+
+
+def test_seed_experiment_trains_on_real_mnist(tmp_path, cli_env):
+    mnist = shared_data("mnist")
+    out = tmp_path / "run"
+    args = [
+        "experiment=seed_mnist",
+        f"data.root={mnist}",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=30",
+        "+trainer.limit_val_batches=3",
+        "+trainer.limit_test_batches=3",
+        "logger=csv",
+        f"hydra.run.dir={out}",
+    ]
+    result = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert 100 < metrics["test/nelbo"] < 400  # summed BCE + KL over 784 pixels after 30 steps
+    model = genkit.load(out / "checkpoints" / "last.ckpt")
+    assert model.latent_dim == 2 and [m.out_features for m in model.encoder.net if hasattr(m, "out_features")] == [
+        128,
+        64,
+    ]
+
+
+def test_wandb_failure_never_stops_training(tmp_path, cli_env):
+    out = tmp_path / "run"
+    result = run(
+        [*script("genkit-train"), "logger.wandb.mode=no_such_mode", *FAST, f"hydra.run.dir={out}"], cli_env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "W&B could not start" in result.stdout + result.stderr
+    assert (out / "csv" / "metrics.csv").is_file() and (out / "metrics.json").is_file()
+
+
+def test_genkit_list_shows_every_part_with_origin_and_parameters(tmp_path, cli_env):
+    result = run([*script("genkit"), "list"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    for kind in ("data:", "encoders:", "posteriors:", "priors:", "decoders:", "likelihoods:"):
+        assert kind in result.stdout
+    assert "vamp           [genkit]  pseudo_inputs=500, init_std=0.5" in result.stdout
+    only = run([*script("genkit"), "list", "encoders"], cli_env, tmp_path).stdout
+    assert "conv" in only and "priors:" not in only

@@ -1,0 +1,103 @@
+"""Composition: every registered part with every compatible data module, and the refusals."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from genkit import DataSpec, build_model
+from genkit.compose import build_part, optimizer_factory
+from genkit.errors import IncompatiblePartsError, PartConfigError, UnknownPartError, WiringError
+from genkit.registry import registry
+
+
+def node(kind: str, name: str, **params) -> dict:
+    return {"_target_": registry(kind).get(name).target, **params}
+
+
+def config(data: str = "digits", **parts: str) -> dict:
+    names = {"encoder": "mlp", "posterior": "gaussian", "prior": "normal", "decoder": "mlp", "likelihood": "bernoulli"}
+    names.update(parts)
+    cfg = {kind: node(kind, name) for kind, name in names.items()}
+    return OmegaConf.create({**cfg, "data": node("data", data), "model": {"latent_dim": 4}, "seed": 0})
+
+
+def data_spec(name: str) -> DataSpec:
+    return registry("data").get(name).cls().spec  # specs never read data
+
+
+COMBINATIONS = [
+    (data, enc, dec, prior, lik)
+    for data, enc, dec, prior, lik in itertools.product(
+        registry("data").names(),
+        registry("encoder").names(),
+        registry("decoder").names(),
+        registry("prior").names(),
+        registry("likelihood").names(),
+    )
+]
+
+
+@pytest.mark.parametrize(("data", "encoder", "decoder", "prior", "likelihood"), COMBINATIONS)
+def test_every_part_composes_with_every_compatible_data(data, encoder, decoder, prior, likelihood):
+    spec = data_spec(data)
+    cfg = config(data, encoder=encoder, decoder=decoder, prior=prior, likelihood=likelihood)
+    if prior == "vamp":
+        cfg.prior.pseudo_inputs = 8
+    model = build_model(cfg, spec, data)
+    x = torch.rand(3, *spec.event_shape)
+    terms = model.elbo_terms(x)
+    loss = model.loss(terms, 1.0)
+    loss.backward()
+    assert terms.log_px.shape == (1, 3) and terms.kl.shape == (3,) and torch.isfinite(loss)
+    grads = [p.grad for p in model.encoder.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.sample(2).shape == (2, *spec.event_shape)
+    assert model.reconstruct(x).shape == x.shape
+
+
+def test_predicted_sigma_doubles_the_decoders_output_channels():
+    cfg = config("cifar10", encoder="conv", decoder="conv", likelihood="gaussian")
+    cfg.likelihood.sigma_mode = "predicted"
+    model = build_model(cfg, data_spec("cifar10"))
+    assert model.decoder(torch.zeros(2, 4)).shape == (2, 6, 32, 32)
+
+
+def test_conv_encoder_on_flat_data_names_both_parts_and_what_fits():
+    flat = DataSpec("audio", (64,), "real")
+    with pytest.raises(
+        IncompatiblePartsError, match=r"encoder 'conv' cannot be used with data 'wave'.*\[C, H, W\].*fit this data: mlp"
+    ):
+        build_model(config(encoder="conv", likelihood="gaussian"), flat, "wave")
+
+
+def test_bernoulli_on_real_valued_data_is_refused():
+    real = DataSpec("image", (1, 8, 8), "real")
+    with pytest.raises(
+        IncompatiblePartsError, match=r"likelihood 'bernoulli'.*binary/unit_interval.*fit this data: gaussian"
+    ):
+        build_model(config(), real, "standardised")
+
+
+def test_wired_values_set_by_hand_are_refused():
+    cfg = config()
+    cfg.decoder.latent_dim = 3
+    with pytest.raises(WiringError, match="decoder.latent_dim is wired by genkit from model.latent_dim"):
+        build_model(cfg, data_spec("digits"))
+
+
+def test_only_registered_classes_are_built():
+    cfg = config()
+    cfg.encoder = {"_target_": "os.system"}
+    with pytest.raises(UnknownPartError, match="'os.system' is not a registered encoder"):
+        build_model(cfg, data_spec("digits"))
+    with pytest.raises(PartConfigError, match="must be a torch.optim class"):
+        optimizer_factory(OmegaConf.create({"optim": {"_target_": "os.system", "_partial_": True}}))
+
+
+def test_values_a_part_refuses_name_the_part():
+    with pytest.raises(PartConfigError, match="likelihood 'gaussian' .*sigma_mode must be one of"):
+        build_part("likelihood", node("likelihood", "gaussian", sigma_mode="wild"), {"spec": data_spec("digits")})

@@ -1,0 +1,98 @@
+"""Data modules: fixed splits, fast batching, sharding, real files and bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import shared_data
+from genkit.data.base import TensorBatches
+from genkit.data.images import CIFAR10, MNIST, Digits, FashionMNIST, ImageFolder
+from genkit.errors import DataError, DataNotFoundError
+
+
+def test_digits_split_is_fixed_disjoint_and_in_unit_range():
+    a, b = Digits(seed=1), Digits(seed=2)
+    a.setup(), b.setup()
+    sizes = {k: len(v["x"]) for k, v in a.splits.items()}
+    assert sizes == {"train": 1258, "val": 180, "test": 359}
+    for split in ("train", "val", "test"):
+        torch.testing.assert_close(a.splits[split]["x"], b.splits[split]["x"])  # the run's seed never moves the split
+    x = a.splits["train"]["x"]
+    assert x.shape[1:] == (1, 8, 8) and x.min() >= 0 and x.max() <= 1
+    rows = {tuple(r.tolist()) for split in a.splits.values() for r in split["x"].flatten(1)}
+    assert len(rows) > 1700  # no example duplicated across splits (digits has a handful of exact duplicates)
+
+
+def test_tensor_batches_cover_every_example_once_in_a_seeded_order():
+    data = {"x": torch.arange(10).float(), "y": torch.arange(10)}
+    epoch = [0]
+    batches = TensorBatches(data, 4, shuffle=True, seed=3, epoch=lambda: epoch[0])
+    first = torch.cat([b["y"] for b in batches])
+    assert sorted(first.tolist()) == list(range(10)) and len(batches) == 3
+    assert torch.equal(first, torch.cat([b["y"] for b in batches]))  # same epoch, same order
+    epoch[0] = 1
+    assert not torch.equal(first, torch.cat([b["y"] for b in batches]))
+    plain = TensorBatches(data, 4, shuffle=False)
+    assert torch.equal(torch.cat([b["x"] for b in plain]), data["x"])
+
+
+def test_ddp_shards_are_disjoint_and_training_shards_equal():
+    data = {"x": torch.arange(11).float()}
+    train = [list(TensorBatches(data, 3, shuffle=True, rank=r, world_size=2, equal_shards=True)) for r in (0, 1)]
+    seen = [torch.cat([b["x"] for b in shard]) for shard in train]
+    assert len(seen[0]) == len(seen[1]) == 5 and not set(seen[0].tolist()) & set(seen[1].tolist())
+    val = [torch.cat([b["x"] for b in TensorBatches(data, 3, shuffle=False, rank=r, world_size=2)]) for r in (0, 1)]
+    assert sorted(torch.cat(val).tolist()) == list(range(11))  # evaluation sees every example exactly once
+
+
+def test_binarisation_dynamic_in_training_fixed_in_evaluation():
+    data = Digits(binarize="dynamic")
+    assert data.spec.support == "binary"
+    data.setup()
+    assert set(data.splits["val"]["x"].unique().tolist()) <= {0.0, 1.0}
+    assert not set(data.splits["train"]["x"].unique().tolist()) <= {0.0, 1.0}  # resampled per batch instead
+
+
+def test_mnist_reads_the_official_files():
+    data = MNIST(root=str(shared_data("mnist")))
+    data.setup()
+    assert {k: len(v["x"]) for k, v in data.splits.items()} == {"train": 55000, "val": 5000, "test": 10000}
+    assert data.splits["test"]["x"].shape[1:] == (1, 28, 28)
+    assert data.splits["test"]["y"][:5].tolist() == [7, 2, 1, 0, 4]  # the official test set's first labels
+
+
+@pytest.mark.parametrize("cls", [MNIST, FashionMNIST, CIFAR10])
+def test_missing_files_name_the_paths_and_the_fix(cls, tmp_path: Path):
+    with pytest.raises(DataNotFoundError, match=rf"not found.*{tmp_path}.*data.download=true"):
+        cls(root=str(tmp_path)).setup()
+
+
+def write_images(folder: Path, count: int, size: int = 12) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size + 4, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_image_folder_resizes_labels_by_subfolder_and_skips_bad_files(tmp_path: Path, caplog):
+    write_images(tmp_path / "cats", 12)
+    write_images(tmp_path / "dogs", 8)
+    (tmp_path / "dogs" / "broken.png").write_bytes(b"not an image")
+    data = ImageFolder(path=str(tmp_path), size=16, channels=1, val_fraction=0.1, test_fraction=0.1)
+    data.setup()
+    assert data.spec.event_shape == (1, 16, 16)
+    assert sum(len(s["x"]) for s in data.splits.values()) == 20
+    assert data.class_names == ["cats", "dogs"] and set(data.splits["train"]["y"].tolist()) == {0, 1}
+    assert "skipped 1 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
+
+
+def test_image_folder_without_images_says_so(tmp_path: Path):
+    with pytest.raises(DataError, match="no images"):
+        ImageFolder(path=str(tmp_path)).setup()
+    with pytest.raises(DataNotFoundError, match="does not exist"):
+        ImageFolder(path=str(tmp_path / "nowhere")).setup()
