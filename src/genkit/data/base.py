@@ -179,12 +179,13 @@ class ArrayDataModule(DataModule):
     def test_dataloader(self) -> TensorBatches:
         return self._batches("test", self.eval_batch_size, train=False)
 
+    def transfer_batch_to_device(self, batch: dict[str, Tensor], device: torch.device, dataloader_idx: int) -> Any:
+        """Batches of a device-resident set are already there: skip Lightning's generic traversal."""
+        if all(t.device == device for t in batch.values()):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
             batch = {**batch, "x": torch.bernoulli(batch["x"])}
         return batch
-
-    def example_batch(self, split: str = "val", n: int = 16) -> dict[str, Any]:
-        """The first ``n`` examples of a split (for media and tests)."""
-        self.setup()
-        return {k: t[:n] for k, t in self.splits[split].items()}
