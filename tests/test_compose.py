@@ -101,3 +101,18 @@ def test_only_registered_classes_are_built():
 def test_values_a_part_refuses_name_the_part():
     with pytest.raises(PartConfigError, match="likelihood 'gaussian' .*sigma_mode must be one of"):
         build_part("likelihood", node("likelihood", "gaussian", sigma_mode="wild"), {"spec": data_spec("digits")})
+
+
+def test_vamp_prior_shares_the_encoder_and_survives_deepcopy_and_pickle():
+    import copy
+    import pickle
+
+    cfg = config("digits", prior="vamp")
+    cfg.prior.pseudo_inputs = 4
+    model = build_model(cfg, data_spec("digits"))
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(n.startswith("prior.encode") for n in names)  # encoder parameters counted once
+    clone = copy.deepcopy(model)
+    assert clone.prior.encode.encoder is clone.encoder  # the copy's prior uses the copy's encoder
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored.prior().batch_shape == torch.Size([]) and restored.prior().event_shape == (4,)

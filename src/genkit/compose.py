@@ -32,6 +32,18 @@ PART_KINDS = ("likelihood", "encoder", "posterior", "prior", "decoder")
 MODEL_EXCLUDE = ("encoder", "posterior", "prior", "decoder", "likelihood", "spec", "optimizer")
 
 
+class Encode:
+    """``x -> q(z|x)`` through the model's encoder and posterior: the hook priors such as the
+    VampPrior receive. A plain object, not a Module, so the parameters are not registered twice;
+    picklable, unlike a closure, so models survive deepcopy and process spawning."""
+
+    def __init__(self, encoder: Any, posterior: Any) -> None:
+        self.encoder, self.posterior = encoder, posterior
+
+    def __call__(self, x: Any) -> Any:
+        return self.posterior(self.encoder(x))
+
+
 def model_config() -> Any:
     """The ``model/vae`` node, generated from ``VAE``'s signature like every part's."""
     from hydra_zen import builds
@@ -100,14 +112,12 @@ def build_model(cfg: DictConfig, spec: DataSpec, data_name: str = "(from checkpo
     likelihood = build_part("likelihood", cfg.likelihood, wiring)
     encoder = build_part("encoder", cfg.encoder, wiring)
     posterior = build_part("posterior", cfg.posterior, {**wiring, "in_features": encoder.out_features})
-    holder: dict[str, VAE] = {}
-    prior = build_part("prior", cfg.prior, {**wiring, "encode": lambda x: holder["model"].encode(x)})
+    prior = build_part("prior", cfg.prior, {**wiring, "encode": Encode(encoder, posterior)})
     decoder = build_part("decoder", cfg.decoder, {**wiring, "param_shape": likelihood.param_shape})
     try:
         model = VAE(encoder, posterior, prior, decoder, likelihood, spec, optimizer_factory(cfg), **model_params)
     except (TypeError, ValueError) as error:
         raise PartConfigError(f"the model configuration was refused: {error}") from error
-    holder["model"] = model
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     return model
 

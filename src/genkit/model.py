@@ -306,13 +306,16 @@ class VAE(L.LightningModule):
     def log_epoch(self, split: str) -> None:
         """Reduce the epoch's sums over all ranks and log exact means over the whole split."""
         sums = self.sums[split]
-        if sums.total is None:
-            return
+        n = len(sums.names)
+        if sums.total is None:  # this rank saw no batch, but every rank must join the reduction
+            size = n + (2 * self.latent_dim if split != "train" else 0)
+            sums.total = torch.zeros(size, device=self.device)
         count = torch.tensor(float(sums.count), device=sums.total.device)
         packed = self.trainer.strategy.reduce(torch.cat([sums.total, count[None]]), reduce_op="sum")
         total, count = packed[:-1], packed[-1]
         sums.reset()
-        n = len(sums.names)
+        if count == 0:
+            return
         means = dict(zip(sums.names, total[:n] / count))
         if split != "train":
             mu, mu2 = (total[n:] / count).chunk(2)

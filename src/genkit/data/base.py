@@ -27,10 +27,6 @@ class DataModule(L.LightningDataModule, ABC):
     @abstractmethod
     def spec(self) -> DataSpec: ...
 
-    @classmethod
-    def incompatibility(cls, spec: DataSpec) -> str | None:
-        return None
-
 
 class TensorBatches:
     """Dict batches sliced from in-memory tensors: no per-item Python work, no workers.
