@@ -4,39 +4,62 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from genkit.errors import CheckpointError
 from genkit.model import VAE
 from genkit.spec import DataSpec
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> VAE:
-    """The trained ``VAE`` stored in a genkit checkpoint, in eval mode.
-
-    The file is read with ``weights_only=True`` (no code from the file runs) and the
-    stored config may only name registered parts (the registry is an allow-list).
+def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], DictConfig]:
+    """The checkpoint's contents and its run config, read with ``weights_only=True``.
 
     Raises:
         CheckpointError: the file is missing, unreadable, or not a genkit checkpoint.
     """
-    from genkit import plugins
-    from genkit.compose import build_model
-
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
         raise CheckpointError(f"checkpoint {path} cannot be read ({error.__class__.__name__}: {error})") from error
     meta = checkpoint.get("genkit") if isinstance(checkpoint, dict) else None
     if not meta:
         raise CheckpointError(f"{path} is not a genkit checkpoint (no 'genkit' section with the run's config)")
-    cfg = OmegaConf.create(meta["config"])
+    return checkpoint, OmegaConf.create(meta["config"])
+
+
+def load(path: str | Path) -> VAE:
+    """The trained ``VAE`` stored in a genkit checkpoint, on the CPU, in eval mode.
+
+    No code from the file runs (``weights_only=True``), and the stored config may only
+    name registered parts: the registry is an allow-list.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a genkit checkpoint, or its
+            parameters do not fit the parts as this genkit version builds them.
+    """
+    checkpoint, cfg = read_checkpoint(path)
+    return model_from_checkpoint(checkpoint, cfg, path)
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig, path: str | Path) -> VAE:
+    """Build the model a read checkpoint describes and load its weights (see ``load``)."""
+    from genkit import __version__, plugins
+    from genkit.compose import build_model
+
     plugins.load(list(cfg.get("plugins") or []))
-    model = build_model(cfg, DataSpec.from_dict(meta["spec"]))
-    model.load_state_dict(checkpoint["state_dict"])
+    model = build_model(cfg, DataSpec.from_dict(checkpoint["genkit"]["spec"]))
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        written = checkpoint["genkit"].get("version", "unknown")
+        raise CheckpointError(
+            f"{path} was written by genkit {written}; its parameters do not fit the parts genkit {__version__} "
+            f"builds from its config: {str(error).splitlines()[0]}"
+        ) from error
     return model.eval()

@@ -39,6 +39,10 @@ class PartConfigError(GenkitError):
     """A part's configuration value that its constructor refuses."""
 
 
+class UsageError(GenkitError):
+    """A command option with a value the command cannot use."""
+
+
 class DataNotFoundError(GenkitError, FileNotFoundError):
     """Data files that are not where the configuration says."""
 

@@ -193,8 +193,11 @@ class VAE(L.LightningModule):
         """p(x|z): ``z [B, latent_dim] -> Distribution`` with batch ``[B]``, event = the data's."""
         return self.likelihood(self.decoder(z, x, mask), mask)
 
-    def elbo_terms(self, x: Tensor, mask: Tensor | None = None, k: int = 1) -> ELBOTerms:
-        """Sample k latents per example and evaluate every term of the bound."""
+    def elbo_terms(self, x: Tensor, mask: Tensor | None = None, k: int = 1, weights: bool = False) -> ELBOTerms:
+        """Sample k latents per example and evaluate every term of the bound.
+
+        Importance log-weights are computed when ``k > 1`` or ``weights`` is set.
+        """
         q = self.encode(x, mask)
         p = self.prior()
         flat = q.rsample() if k == 1 else q.rsample((k,)).flatten(0, 1)  # [k * B, D]
@@ -204,9 +207,9 @@ class VAE(L.LightningModule):
         log_px = self.decode(flat, x_k, mask_k).log_prob(x_k).view(k, -1)
         analytic = analytic_kl(q, p)
         log_w = None
-        if analytic is None or k > 1:
+        if analytic is None or k > 1 or weights:
             log_qz, log_pz = q.log_prob(z), p.log_prob(z)
-            if k > 1:
+            if k > 1 or weights:
                 log_w = log_px + log_pz - log_qz
         if analytic is None:
             kl, kl_per_dim = (log_qz - log_pz).mean(0), None
@@ -341,6 +344,24 @@ class VAE(L.LightningModule):
         if temperature != 1.0:
             z = z * temperature
         return self.decode(z).mean
+
+    @torch.no_grad()
+    def log_likelihood(
+        self, x: Tensor, k: int = 1000, mask: Tensor | None = None, max_decoded: int = 1 << 16
+    ) -> Tensor:
+        """Importance-weighted estimate of log p(x) per example ``[B]``, in nats (Burda et al. 2016).
+
+        ``log (1/k) sum_i p(x, z_i) / q(z_i | x)`` with z_i ~ q(z|x): a lower bound that
+        tightens as k grows. Samples are drawn in chunks so that at most ``max_decoded``
+        examples are decoded at once, whatever k and the batch size.
+        """
+        chunk = max(1, min(k, max_decoded // max(1, len(x))))
+        total = None
+        for start in range(0, k, chunk):
+            log_w = self.elbo_terms(x, mask, min(chunk, k - start), weights=True).log_w
+            part = torch.logsumexp(log_w, 0)
+            total = part if total is None else torch.logaddexp(total, part)
+        return total - math.log(k)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -1,87 +1,12 @@
-"""``genkit-train``: the Hydra training app.
-
-Before Hydra composes, genkit loads plugins (local ones named by ``plugins=[...]``
-must be registered before composition) and checks part names, so a typo gets a
-did-you-mean instead of a bare 'could not find'. Inside a job, genkit's own errors
-become one clean line; in a sweep the failed job is marked failed and the rest run.
-"""
+"""``genkit-train``: the Hydra training app (``conf/train.yaml``)."""
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 
-from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
-from genkit import plugins
-from genkit.errors import GenkitError, UnknownPartError, WiringError
-from genkit.parts import WIRING
-from genkit.registry import KINDS, registry, unknown_name_message
-
-log = logging.getLogger("genkit")
-
-
-class JobFailed(CompactHydraException):
-    """A job stopped by a GenkitError; Hydra prints its message without a traceback."""
-
-
-def parse_overrides(argv: list[str]) -> list:
-    """Hydra overrides among ``argv`` (flags and unparsable words are left to Hydra)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    parsed = []
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        try:
-            parsed.extend(parser.parse_overrides([arg]))
-        except Exception:  # Hydra reports its own syntax errors
-            continue
-    return parsed
-
-
-def override_values(override) -> list[str]:  # noqa: ANN001
-    """The plain string values of an override (every choice of a sweep)."""
-    if override.is_sweep_override():
-        return [str(v) for v in override.sweep_string_iterator()] if override.is_choice_sweep() else []
-    value = override.value()
-    return [value] if isinstance(value, str) else []
-
-
-def presets(group: str) -> set[str]:
-    """YAML option names of a config group in genkit's conf/ and in plugins' conf/ folders."""
-    folders = [plugins.config_dir() / group]
-    folders += [Path(path.removeprefix("file://")) / group for _, path in plugins.CONFIG_SOURCES]
-    return {p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")}
-
-
-def check_overrides(overrides: list) -> None:
-    """Refuse unknown part names (with a did-you-mean) and hand-set wiring values."""
-    for override in overrides:
-        key = override.key_or_group
-        group, _, param = key.partition(".")
-        if group in KINDS and param in WIRING:
-            raise WiringError(
-                f"{key} is wired by genkit; remove it"
-                + (" and set model.latent_dim instead" if param == "latent_dim" else "")
-            )
-        if key in KINDS and not override.is_delete():
-            known = set(registry(key).names()) | presets(key)
-            for value in override_values(override):
-                if value not in known:
-                    choices = registry(key).choices() | {p: "preset" for p in presets(key) - set(registry(key).names())}
-                    raise UnknownPartError(unknown_name_message(key, value, choices))
-
-
-def local_plugin_modules(overrides: list) -> list[str]:
-    for override in overrides:
-        if override.key_or_group == "plugins":
-            value = override.value()
-            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
-    return []
+from genkit.cli.app import run
 
 
 def task(cfg: DictConfig) -> float:
@@ -90,26 +15,13 @@ def task(cfg: DictConfig) -> float:
 
     from genkit.train import train
 
-    try:
-        metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except GenkitError as error:
-        log.error("%s", error)
-        raise JobFailed(f"genkit: {error}") from None
+    metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
     return metrics.get("val/nelbo", float("nan"))
 
 
 def main() -> None:
     """Entry point of ``genkit-train``."""
-    import hydra
-
-    overrides = parse_overrides(sys.argv[1:])
-    try:
-        plugins.load(local_plugin_modules(overrides))
-        check_overrides(overrides)
-    except GenkitError as error:
-        sys.stderr.write(f"genkit: {error}\n")
-        sys.exit(2)
-    hydra.main(version_base="1.3", config_path=str(plugins.config_dir()), config_name="train")(task)()
+    run(task, "train")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""genkit-eval end to end on a checkpoint trained in the test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FAST, run, script
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny digits model, trained once for this module's tests."""
+    import os
+
+    root = tmp_path_factory.mktemp("trained")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    result = run([*script("genkit-train"), "logger=none", *FAST, f"hydra.run.dir={root}"], env, root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "checkpoints" / "last.ckpt"
+
+
+def test_eval_reports_the_bound_and_the_nll_beside_the_checkpoint(checkpoint, tmp_path, cli_env):
+    result = run([*script("genkit-eval"), f"ckpt={checkpoint}", "nll.k=64"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "NLL (k=64)" in result.stdout + result.stderr
+    report = json.loads(checkpoint.with_name("last.test.eval.json").read_text())
+    metrics = report["metrics"]
+    assert report["split"] == "test" and report["nll_k"] == 64 and report["data"] == "digits"
+    assert metrics["nll"] <= metrics["nelbo"] + 0.1  # the importance-weighted bound is the tighter one
+    assert metrics["nelbo"] == pytest.approx(metrics["rec"] + metrics["kl"], rel=1e-4)
+    assert {"bpd", "active_units"} <= metrics.keys()
+    val = run([*script("genkit-eval"), f"ckpt={checkpoint}", "split=val", "nll.k=4"], cli_env, tmp_path)
+    assert val.returncode == 0 and checkpoint.with_name("last.val.eval.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ckpt=/nowhere/model.ckpt"], "checkpoint /nowhere/model.ckpt does not exist"),
+        (["nll.k=0"], "nll.k must be at least 1"),
+        (["split=tset"], "split must be train, val or test, got 'tset'"),
+    ],
+)
+def test_eval_refuses_bad_input_cleanly(args, message, checkpoint, tmp_path, cli_env):
+    args = args if args[0].startswith("ckpt=") else [f"ckpt={checkpoint}", *args]
+    result = run([*script("genkit-eval"), *args], cli_env, tmp_path)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_eval_on_data_of_another_shape_names_both(checkpoint, tmp_path, cli_env):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(20):
+        Image.fromarray(np.full((16, 16, 3), i * 10, dtype=np.uint8)).save(folder / f"{i}.png")
+    args = [
+        f"ckpt={checkpoint}",
+        "+data._target_=genkit.data.images.ImageFolder",
+        f"+data.path={folder}",
+        "+data.size=16",
+    ]
+    result = run([*script("genkit-eval"), *args], cli_env, tmp_path)
+    assert result.returncode == 1
+    assert "gives image [3, 16, 16]" in result.stderr and "trained on image [1, 8, 8]" in result.stderr
+
+
+def test_a_file_that_is_not_a_genkit_checkpoint_is_refused(tmp_path, cli_env):
+    import torch
+
+    fake = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, fake)
+    result = run([*script("genkit-eval"), f"ckpt={fake}"], cli_env, tmp_path)
+    assert result.returncode == 1 and "is not a genkit checkpoint" in result.stderr
