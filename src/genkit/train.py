@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     # Argument validation in torch.distributions is a debugging aid that costs time every
     # step; genkit.testing's contract checks keep it on.
     torch.distributions.Distribution.set_default_validate_args(False)
+    # genkit logs epoch values it has already reduced exactly over all ranks (VAE.log_epoch),
+    # so Lightning's advice to add sync_dist=True does not apply.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     plugins.load(list(cfg.get("plugins") or []))
     datamodule, model = compose(cfg)
