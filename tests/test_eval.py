@@ -75,3 +75,29 @@ def test_a_file_that_is_not_a_genkit_checkpoint_is_refused(tmp_path, cli_env):
     torch.save({"state_dict": {}}, fake)
     result = run([*script("genkit-eval"), f"ckpt={fake}"], cli_env, tmp_path)
     assert result.returncode == 1 and "is not a genkit checkpoint" in result.stderr
+
+
+def test_sample_and_reconstruct_write_image_grids_beside_the_checkpoint(checkpoint, tmp_path, cli_env):
+    result = run([*script("genkit"), "sample", f"ckpt={checkpoint}", "n=9", "temperature=0.5"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    samples = checkpoint.with_name("last.samples.png")
+    assert Image.open(samples).size == (32, 32)  # a 3x3 grid of 8x8 digits with 2-pixel padding
+    out = tmp_path / "grids" / "recon.png"
+    result = run(
+        [*script("genkit"), "reconstruct", f"ckpt={checkpoint}", "n=4", "split=val", f"out={out}"], cli_env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Image.open(out).size == (42, 22)  # inputs above reconstructions: 2 rows of 4
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["nn=3"], "Key 'nn' not in 'SampleOptions'"),
+        (["n=0"], "n must be at least 1"),
+        (["n=abc"], "could not be converted to Integer"),
+    ],
+)
+def test_sample_refuses_bad_options_with_usage(words, message, checkpoint, tmp_path, cli_env):
+    result = run([*script("genkit"), "sample", f"ckpt={checkpoint}", *words], cli_env, tmp_path)
+    assert result.returncode == 2 and message in result.stderr and "Usage: genkit sample ckpt=PATH" in result.stderr

@@ -58,10 +58,24 @@ def table(split: str, metrics: dict[str, float], k: int) -> str:
     return f"{'':8}{head}\n{split:<8}" + "".join(f"{metrics[c]:>16.4f}" for c in columns)
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """``genkit-eval``: score ``cfg.ckpt`` on ``cfg.split``; results also go beside the checkpoint."""
+def checkpoint_data(run_cfg: DictConfig, model: VAE, changes: dict | DictConfig) -> tuple[Any, str]:
+    """The data module a checkpoint was trained with (``changes`` applied), set up and checked
+    against the model's spec."""
     from genkit.compose import build_data
 
+    run_cfg.data = OmegaConf.merge(run_cfg.data, changes)
+    datamodule, data_name = build_data(run_cfg)
+    if datamodule.spec.event_shape != model.spec.event_shape or datamodule.spec.modality != model.spec.modality:
+        raise DataError(
+            f"data {data_name!r} gives {datamodule.spec.describe()}, but the model was trained on "
+            f"{model.spec.describe()}; point data.* at the data it was trained on"
+        )
+    datamodule.setup()
+    return datamodule, data_name
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """``genkit-eval``: score ``cfg.ckpt`` on ``cfg.split``; results also go beside the checkpoint."""
     if cfg.split not in ("train", "val", "test"):
         raise UsageError(f"split must be train, val or test, got {cfg.split!r}")
     k = int(cfg.nll.k)
@@ -70,14 +84,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     checkpoint, run_cfg = read_checkpoint(cfg.ckpt)
     model = model_from_checkpoint(checkpoint, run_cfg, cfg.ckpt)
-    run_cfg.data = OmegaConf.merge(run_cfg.data, cfg.get("data") or {})
-    datamodule, data_name = build_data(run_cfg)
-    if datamodule.spec.event_shape != model.spec.event_shape or datamodule.spec.modality != model.spec.modality:
-        raise DataError(
-            f"data {data_name!r} gives {datamodule.spec.describe()}, but the model was trained on "
-            f"{model.spec.describe()}; point +data.* at the data it was trained on"
-        )
-    datamodule.setup()
+    datamodule, data_name = checkpoint_data(run_cfg, model, cfg.get("data") or {})
     device = torch.device(
         "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu" if cfg.device == "auto" else cfg.device
     )

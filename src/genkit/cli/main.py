@@ -1,14 +1,16 @@
-"""``genkit``: tools around trained models and the registry (``genkit list``)."""
+"""``genkit``: the registry (``genkit list``) and tools around trained models (``sample``, ``reconstruct``)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from genkit import plugins
-from genkit.errors import GenkitError
+from genkit import plugins, tools
+from genkit.errors import GenkitError, UsageError
 from genkit.registry import KINDS, PLURALS, list_parts
 
+TOOLS = {"sample": tools.SampleOptions, "reconstruct": tools.ReconstructOptions}
 KIND_BY_WORD = {**{k: k for k in KINDS}, **{v: k for k, v in PLURALS.items()}}
 
 
@@ -39,11 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("kind", nargs="?", choices=sorted(KIND_BY_WORD), help="only this kind")
     listing.add_argument("--filter", default="*", help="fnmatch pattern on names, e.g. 'conv*'")
     listing.add_argument("--plugins", default="", help="comma-separated local plugin modules to load first")
+    for name, schema in TOOLS.items():
+        tool = commands.add_parser(name, help=schema.__doc__, description=schema.__doc__)
+        tool.add_argument("options", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        plugins.load([m for m in args.plugins.split(",") if m])
         if args.command == "list":
+            plugins.load([m for m in args.plugins.split(",") if m])
             sys.stdout.write(format_listing(KIND_BY_WORD.get(args.kind) if args.kind else None, args.filter))
+        else:
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+            getattr(tools, args.command)(args.options)
+    except UsageError as error:
+        sys.stderr.write(f"genkit: {error}. Usage: {TOOLS[args.command].__doc__}\n")
+        return 2
     except GenkitError as error:
         sys.stderr.write(f"genkit: {error}\n")
         return 2
