@@ -96,3 +96,11 @@ def test_image_folder_without_images_says_so(tmp_path: Path):
         ImageFolder(path=str(tmp_path)).setup()
     with pytest.raises(DataNotFoundError, match="does not exist"):
         ImageFolder(path=str(tmp_path / "nowhere")).setup()
+
+
+def test_excluded_labels_leave_training_and_validation_but_stay_in_test():
+    data = Digits(exclude_labels=[7, 3])
+    data.setup()
+    for split in ("train", "val"):
+        assert not torch.isin(data.splits[split]["y"], torch.tensor([7, 3])).any()
+    assert {3, 7} <= set(data.splits["test"]["y"].tolist()) and len(data.splits["test"]["y"]) == 359

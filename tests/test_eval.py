@@ -101,3 +101,24 @@ def test_sample_and_reconstruct_write_image_grids_beside_the_checkpoint(checkpoi
 def test_sample_refuses_bad_options_with_usage(words, message, checkpoint, tmp_path, cli_env):
     result = run([*script("genkit"), "sample", f"ckpt={checkpoint}", *words], cli_env, tmp_path)
     assert result.returncode == 2 and message in result.stderr and "Usage: genkit sample ckpt=PATH" in result.stderr
+
+
+def test_anomaly_detects_the_class_the_model_never_saw(tmp_path, cli_env):
+    out = tmp_path / "run"
+    args = [
+        "data.exclude_labels=[7]",
+        "trainer.max_epochs=50",
+        "logger=none",
+        "callbacks.progress_bar.refresh_rate=0",
+        f"hydra.run.dir={out}",
+    ]
+    trained = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    ckpt = out / "checkpoints" / "last.ckpt"
+    result = run([*script("genkit"), "anomaly", f"ckpt={ckpt}", "k=20"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(ckpt.with_name("last.anomaly.json").read_text())
+    assert report["anomalous_labels"] == [7] and report["examples"] == 359
+    assert report["roc_auc"] > 0.8  # sevens score clearly higher NLL than the digits it was trained on
+    bad = run([*script("genkit"), "anomaly", f"ckpt={ckpt}", "score=entropy"], cli_env, tmp_path)
+    assert bad.returncode == 2 and "score must be nll or rec" in bad.stderr

@@ -1,4 +1,4 @@
-"""Using a trained model from the command line: ``genkit sample`` and ``genkit reconstruct``.
+"""Using a trained model from the command line: ``genkit sample``, ``reconstruct`` and ``anomaly``.
 
 Options are ``key=value`` words checked against typed dataclasses (OmegaConf structured
 configs), so an unknown option or a wrong type is refused with the key named.
@@ -41,6 +41,20 @@ class ReconstructOptions:
     split: str = "test"  # train | val | test
     seed: int = 0  # seeds the data module's binarisation, if any
     out: str = ""  # output file; default: <checkpoint>.reconstructions.png beside it
+    data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
+
+
+@dataclass
+class AnomalyOptions:
+    """genkit anomaly ckpt=PATH [score=nll] [k=100] [split=test] [labels=[7]] [out=FILE] [data.KEY=VALUE ...]"""
+
+    ckpt: str = MISSING  # the checkpoint
+    score: str = "nll"  # nll: importance-weighted -log p(x); rec: -log p(x | z = E_q[z]), the reconstruction error
+    k: int = 100  # importance samples per example for score=nll
+    split: str = "test"  # train | val | test
+    labels: list[int] = field(default_factory=list)  # anomalous labels; default: data.exclude_labels of the run
+    seed: int = 0  # seeds the Monte Carlo estimates
+    out: str = ""  # JSON results; default: <checkpoint>.anomaly.json beside it
     data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
 
 
@@ -106,4 +120,70 @@ def reconstruct(words: list[str]) -> Path:
     out = default_output(options.ckpt, options.out, "reconstructions")
     save_image(images, out, nrow=len(x), pad_value=1.0)
     log.info("%d %s examples (top) and their reconstructions (bottom) written to %s", len(x), options.split, out)
+    return out
+
+
+@torch.no_grad()
+def anomaly_scores(model: Any, batches: Any, score: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example anomaly scores (higher = more anomalous, nats) and labels over all ``batches``."""
+    scores, labels = [], []
+    for batch in batches:
+        x = batch["x"].cpu()
+        if score == "nll":
+            scores.append(-model.log_likelihood(x, k))
+        else:
+            scores.append(-model.decode(model.encode(x).mean).log_prob(x))
+        labels.append(batch["y"].cpu())
+    return torch.cat(scores), torch.cat(labels)
+
+
+def anomaly(words: list[str]) -> Path:
+    """Score a split for anomalies; with anomalous labels known, report the ROC AUC. Returns the JSON file."""
+    import json
+
+    from sklearn.metrics import roc_auc_score
+
+    from genkit.checkpoint import model_from_checkpoint, read_checkpoint
+    from genkit.evaluate import checkpoint_data
+
+    options = parse(AnomalyOptions, words)
+    if options.score not in ("nll", "rec"):
+        raise UsageError(f"score must be nll or rec, got {options.score!r}")
+    if options.k < 1:
+        raise UsageError(f"k must be at least 1 (importance samples), got {options.k}")
+    if options.split not in ("train", "val", "test"):
+        raise UsageError(f"split must be train, val or test, got {options.split!r}")
+    checkpoint, run_cfg = read_checkpoint(options.ckpt)
+    model = model_from_checkpoint(checkpoint, run_cfg, options.ckpt)
+    anomalous = list(options.labels) or list(run_cfg.data.get("exclude_labels") or [])
+    datamodule, data_name = checkpoint_data(run_cfg, model, options.data)
+    torch.manual_seed(options.seed)
+    batches = getattr(datamodule, f"{options.split}_dataloader")()
+    scores, labels = anomaly_scores(model, batches, options.score, options.k)
+    per_label = {int(label): scores[labels == label].mean().item() for label in labels.unique()}
+    result: dict[str, Any] = {
+        "checkpoint": str(Path(options.ckpt).resolve()),
+        "data": data_name,
+        "split": options.split,
+        "score": options.score,
+        "k": options.k,
+        "examples": len(scores),
+        "mean_score_per_label": per_label,
+    }
+    if anomalous:
+        is_anomaly = torch.isin(labels, torch.tensor(anomalous))
+        if is_anomaly.all() or not is_anomaly.any():
+            raise UsageError(f"the {options.split} split needs both normal examples and ones labelled {anomalous}")
+        result.update(anomalous_labels=anomalous, roc_auc=float(roc_auc_score(is_anomaly.numpy(), scores.numpy())))
+        log.info(
+            "ROC AUC %.4f for labels %s as anomalies (%s scores, %d examples)",
+            result["roc_auc"],
+            anomalous,
+            options.score,
+            len(scores),
+        )
+    out = Path(options.out) if options.out else Path(options.ckpt).with_name(f"{Path(options.ckpt).stem}.anomaly.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    log.info("anomaly scores summary written to %s", out)
     return out

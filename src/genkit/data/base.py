@@ -99,6 +99,8 @@ class ArrayDataModule(DataModule):
         seed: the run's seed (wired by genkit): shuffling and binarisation.
         on_device: keep the whole set on the accelerator when it fits, so no
             host-to-device copy happens per step.
+        exclude_labels: labels left out of training and validation but kept in the test
+            split, e.g. [7] to train without sevens and detect them as anomalies.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class ArrayDataModule(DataModule):
         eval_batch_size: int = 0,
         binarize: str = "none",
         on_device: bool = True,
+        exclude_labels: list[int] = [],  # noqa: B006 (hydra-zen turns it into a default factory)
     ) -> None:
         super().__init__()
         if binarize not in ("none", "dynamic", "static"):
@@ -120,6 +123,7 @@ class ArrayDataModule(DataModule):
         self.binarize = binarize
         self.seed = seed
         self.on_device = on_device
+        self.exclude_labels = list(exclude_labels)
         self.splits: dict[str, Split] = {}
 
     @abstractmethod
@@ -137,6 +141,10 @@ class ArrayDataModule(DataModule):
         if self.splits:
             return
         splits = self.load_splits()
+        if self.exclude_labels:
+            for name in ("train", "val"):
+                keep = ~torch.isin(splits[name]["y"], torch.tensor(self.exclude_labels))
+                splits[name] = {k: t[keep] for k, t in splits[name].items()}
         if self.binarize != "none":
             generator = torch.Generator().manual_seed(self.seed)
             for name, split in splits.items():

@@ -97,9 +97,15 @@ class FileImages(ArrayDataModule):
         eval_batch_size: int = 0,
         binarize: str = "none",
         on_device: bool = True,
+        exclude_labels: list[int] = [],  # noqa: B006
     ) -> None:
         super().__init__(
-            seed, batch_size=batch_size, eval_batch_size=eval_batch_size, binarize=binarize, on_device=on_device
+            seed,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            binarize=binarize,
+            on_device=on_device,
+            exclude_labels=exclude_labels,
         )
         self.root = Path(root).expanduser()
         self.download = download
@@ -244,9 +250,15 @@ class ImageFolder(ArrayDataModule):
         eval_batch_size: int = 0,
         binarize: str = "none",
         on_device: bool = True,
+        exclude_labels: list[int] = [],  # noqa: B006
     ) -> None:
         super().__init__(
-            seed, batch_size=batch_size, eval_batch_size=eval_batch_size, binarize=binarize, on_device=on_device
+            seed,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            binarize=binarize,
+            on_device=on_device,
+            exclude_labels=exclude_labels,
         )
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
