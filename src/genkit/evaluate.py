@@ -58,6 +58,21 @@ def table(split: str, metrics: dict[str, float], k: int) -> str:
     return f"{'':8}{head}\n{split:<8}" + "".join(f"{metrics[c]:>16.4f}" for c in columns)
 
 
+SPLITS = ("train", "val", "test")
+
+
+def check_split(split: str) -> None:
+    """Refuse a split name that data modules do not have."""
+    if split not in SPLITS:
+        raise UsageError(f"split must be train, val or test, got {split!r}")
+
+
+def check_count(name: str, value: int, meaning: str) -> None:
+    """Refuse a count below 1, saying what it counts."""
+    if value < 1:
+        raise UsageError(f"{name} must be at least 1 ({meaning}), got {value}")
+
+
 def checkpoint_data(run_cfg: DictConfig, model: VAE, changes: dict | DictConfig) -> tuple[Any, str]:
     """The data module a checkpoint was trained with (``changes`` applied), set up and checked
     against the model's spec."""
@@ -76,11 +91,9 @@ def checkpoint_data(run_cfg: DictConfig, model: VAE, changes: dict | DictConfig)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """``genkit-eval``: score ``cfg.ckpt`` on ``cfg.split``; results also go beside the checkpoint."""
-    if cfg.split not in ("train", "val", "test"):
-        raise UsageError(f"split must be train, val or test, got {cfg.split!r}")
+    check_split(cfg.split)
     k = int(cfg.nll.k)
-    if k < 1:
-        raise UsageError(f"nll.k must be at least 1 (importance samples per example), got {k}")
+    check_count("nll.k", k, "importance samples per example")
     torch.manual_seed(cfg.seed)
     checkpoint, run_cfg = read_checkpoint(cfg.ckpt)
     model = model_from_checkpoint(checkpoint, run_cfg, cfg.ckpt)

@@ -16,7 +16,9 @@ import torch
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from genkit.checkpoint import load, model_from_checkpoint, read_checkpoint
 from genkit.errors import UsageError
+from genkit.evaluate import check_count, check_split, checkpoint_data
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +85,8 @@ def sample(words: list[str]) -> Path:
     """Draw prior samples and write them as an image grid; returns the file."""
     from torchvision.utils import save_image
 
-    from genkit.checkpoint import load
-
     options = parse(SampleOptions, words)
-    if options.n < 1:
-        raise UsageError(f"n must be at least 1 (samples to draw), got {options.n}")
+    check_count("n", options.n, "samples to draw")
     model = load(options.ckpt)
     require_images(model, "sample")
     torch.manual_seed(options.seed)
@@ -102,14 +101,9 @@ def reconstruct(words: list[str]) -> Path:
     """Write the first ``n`` examples of a split above their reconstructions; returns the file."""
     from torchvision.utils import save_image
 
-    from genkit.checkpoint import model_from_checkpoint, read_checkpoint
-    from genkit.evaluate import checkpoint_data
-
     options = parse(ReconstructOptions, words)
-    if options.n < 1:
-        raise UsageError(f"n must be at least 1 (examples to reconstruct), got {options.n}")
-    if options.split not in ("train", "val", "test"):
-        raise UsageError(f"split must be train, val or test, got {options.split!r}")
+    check_count("n", options.n, "examples to reconstruct")
+    check_split(options.split)
     checkpoint, run_cfg = read_checkpoint(options.ckpt)
     model = model_from_checkpoint(checkpoint, run_cfg, options.ckpt)
     require_images(model, "reconstruct")
@@ -143,16 +137,11 @@ def anomaly(words: list[str]) -> Path:
 
     from sklearn.metrics import roc_auc_score
 
-    from genkit.checkpoint import model_from_checkpoint, read_checkpoint
-    from genkit.evaluate import checkpoint_data
-
     options = parse(AnomalyOptions, words)
     if options.score not in ("nll", "rec"):
         raise UsageError(f"score must be nll or rec, got {options.score!r}")
-    if options.k < 1:
-        raise UsageError(f"k must be at least 1 (importance samples), got {options.k}")
-    if options.split not in ("train", "val", "test"):
-        raise UsageError(f"split must be train, val or test, got {options.split!r}")
+    check_count("k", options.k, "importance samples")
+    check_split(options.split)
     checkpoint, run_cfg = read_checkpoint(options.ckpt)
     model = model_from_checkpoint(checkpoint, run_cfg, options.ckpt)
     anomalous = list(options.labels) or list(run_cfg.data.get("exclude_labels") or [])
