@@ -76,6 +76,7 @@ def check_overrides(overrides: list) -> None:
 
 
 def local_plugin_modules(overrides: list) -> list[str]:
+    """The modules named by a ``plugins=[...]`` override, read before Hydra composes."""
     for override in overrides:
         if override.key_or_group == "plugins":
             value = override.value()
