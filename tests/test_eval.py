@@ -122,3 +122,13 @@ def test_anomaly_detects_the_class_the_model_never_saw(tmp_path, cli_env):
     assert report["roc_auc"] > 0.8  # sevens score clearly higher NLL than the digits it was trained on
     bad = run([*script("genkit"), "anomaly", f"ckpt={ckpt}", "score=entropy"], cli_env, tmp_path)
     assert bad.returncode == 2 and "score must be nll or rec" in bad.stderr
+
+
+def test_interpolate_writes_linear_and_spherical_rows(checkpoint, tmp_path, cli_env):
+    out = tmp_path / "path.png"
+    args = [f"ckpt={checkpoint}", "a=0", "b=5", "steps=6", f"out={out}"]
+    result = run([*script("genkit"), "interpolate", *args], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Image.open(out).size == (82, 22)  # 2 rows (linear, slerp) of a, 6 decoded points, b
+    bad = run([*script("genkit"), "interpolate", f"ckpt={checkpoint}", "a=999"], cli_env, tmp_path)
+    assert bad.returncode == 2 and "a=999 is outside the test split (0 to 358)" in bad.stderr

@@ -121,3 +121,15 @@ def test_free_bits_stop_penalising_small_kl():
     terms.kl_per_dim = torch.full((8, 3), 0.1)
     terms.kl = terms.kl_per_dim.sum(-1)
     assert model.loss(terms, 1.0).item() == pytest.approx(terms.rec.mean().item() + 1.5, rel=1e-5)
+
+
+def test_slerp_follows_the_great_circle():
+    from genkit.tools import slerp
+
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    t = torch.linspace(0, 1, 5)
+    path = slerp(a, b, t)
+    torch.testing.assert_close(path[0], a)
+    torch.testing.assert_close(path[-1], b)
+    torch.testing.assert_close(path.norm(dim=1), torch.full((5,), 3.0))  # linear would dip to 2.12 midway
+    torch.testing.assert_close(slerp(a, 2 * a, t)[2], 1.5 * a)  # parallel latents: linear

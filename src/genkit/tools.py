@@ -1,4 +1,4 @@
-"""Using a trained model from the command line: ``genkit sample``, ``reconstruct`` and ``anomaly``.
+"""Using a trained model from the command line: ``genkit sample``, ``reconstruct``, ``interpolate``, ``anomaly``.
 
 Options are ``key=value`` words checked against typed dataclasses (OmegaConf structured
 configs), so an unknown option or a wrong type is refused with the key named.
@@ -43,6 +43,21 @@ class ReconstructOptions:
     split: str = "test"  # train | val | test
     seed: int = 0  # seeds the data module's binarisation, if any
     out: str = ""  # output file; default: <checkpoint>.reconstructions.png beside it
+    data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
+
+
+@dataclass
+class InterpolateOptions:
+    """genkit interpolate ckpt=PATH [a=0] [b=1] [split=test] [steps=8] [path=both] [out=FILE] [data.KEY=VALUE ...]"""
+
+    ckpt: str = MISSING  # the checkpoint
+    a: int = 0  # index of the first example in the split
+    b: int = 1  # index of the second example
+    split: str = "test"  # train | val | test
+    steps: int = 8  # decoded points between (and including) the two latents
+    path: str = "both"  # linear | slerp (spherical, White 2016) | both (one row each)
+    seed: int = 0  # seeds the data module's binarisation, if any
+    out: str = ""  # output file; default: <checkpoint>.interpolation.png beside it
     data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
 
 
@@ -114,6 +129,58 @@ def reconstruct(words: list[str]) -> Path:
     out = default_output(options.ckpt, options.out, "reconstructions")
     save_image(images, out, nrow=len(x), pad_value=1.0)
     log.info("%d %s examples (top) and their reconstructions (bottom) written to %s", len(x), options.split, out)
+    return out
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents ``a`` and ``b`` ``[D]`` at fractions ``t`` ``[T]`` -> ``[T, D]``.
+
+    Follows the great circle between the two directions (White 2016, "Sampling generative
+    networks"), staying where Gaussian latents have their mass; linear when they are parallel.
+    """
+    cos = torch.dot(a / a.norm(), b / b.norm()).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    if torch.sin(omega).abs() < 1e-6:
+        return torch.lerp(a, b, t[:, None])
+    return (torch.sin((1 - t) * omega)[:, None] * a + torch.sin(t * omega)[:, None] * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def interpolate(words: list[str]) -> Path:
+    """Decode paths between two examples' latents; rows: linear and/or spherical. Returns the file."""
+    from torchvision.utils import save_image
+
+    options = parse(InterpolateOptions, words)
+    check_count("steps", options.steps, "points along each path")
+    check_split(options.split)
+    if options.path not in ("linear", "slerp", "both"):
+        raise UsageError(f"path must be linear, slerp or both, got {options.path!r}")
+    checkpoint, run_cfg = read_checkpoint(options.ckpt)
+    model = model_from_checkpoint(checkpoint, run_cfg, options.ckpt)
+    require_images(model, "interpolate")
+    run_cfg.seed = options.seed
+    datamodule, _ = checkpoint_data(run_cfg, model, options.data)
+    x = datamodule.splits[options.split]["x"].cpu()
+    for name in ("a", "b"):
+        if not 0 <= options[name] < len(x):
+            raise UsageError(f"{name}={options[name]} is outside the {options.split} split (0 to {len(x) - 1})")
+    ends = x[[options.a, options.b]]
+    z_a, z_b = model.encode(ends).mean
+    t = torch.linspace(0, 1, options.steps)
+    paths = {"linear": torch.lerp(z_a, z_b, t[:, None]), "slerp": slerp(z_a, z_b, t)}
+    rows = [paths[options.path]] if options.path != "both" else [paths["linear"], paths["slerp"]]
+    images = torch.cat([torch.cat([ends[:1], model.decode(z).mean.clamp(0, 1), ends[1:]]) for z in rows])
+    out = default_output(options.ckpt, options.out, "interpolation")
+    save_image(images, out, nrow=options.steps + 2, pad_value=1.0)
+    log.info(
+        "%s path(s) from %s[%d] to %s[%d] written to %s",
+        options.path,
+        options.split,
+        options.a,
+        options.split,
+        options.b,
+        out,
+    )
     return out
 
 

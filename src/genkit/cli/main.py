@@ -1,4 +1,4 @@
-"""``genkit``: the registry (``genkit list``) and tools for trained models (sample, reconstruct, anomaly)."""
+"""``genkit``: the registry (``genkit list``) and tools for trained models (sample, reconstruct, ...)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from genkit import plugins, tools
 from genkit.errors import GenkitError, UsageError
 from genkit.registry import KINDS, PLURALS, list_parts
 
-TOOLS = {"sample": tools.SampleOptions, "reconstruct": tools.ReconstructOptions, "anomaly": tools.AnomalyOptions}
+TOOLS = {
+    "sample": tools.SampleOptions,
+    "reconstruct": tools.ReconstructOptions,
+    "interpolate": tools.InterpolateOptions,
+    "anomaly": tools.AnomalyOptions,
+}
 KIND_BY_WORD = {**{k: k for k in KINDS}, **{v: k for k, v in PLURALS.items()}}
 
 
