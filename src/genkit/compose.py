@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from genkit.contract import verify
 from genkit.errors import IncompatiblePartsError, PartConfigError, WiringError
 from genkit.model import VAE
 from genkit.parts import WIRING
@@ -103,7 +104,8 @@ def check_compatible(entries: dict[str, Entry], data_name: str, spec: DataSpec) 
 
 
 def build_model(cfg: DictConfig, spec: DataSpec, data_name: str = "(from checkpoint)") -> VAE:
-    """Build the VAE for data described by ``spec`` (no data needs to be present)."""
+    """Build the VAE for data described by ``spec`` (no data needs to be present), and check
+    every part against its contract on a probe batch (``genkit.contract.verify``)."""
     entries = {kind: entry_for(kind, cfg[kind]) for kind in PART_KINDS}
     check_compatible(entries, data_name, spec)
     model_params = user_params("model", cfg.model, wired=frozenset(MODEL_EXCLUDE))
@@ -119,6 +121,7 @@ def build_model(cfg: DictConfig, spec: DataSpec, data_name: str = "(from checkpo
     except (TypeError, ValueError) as error:
         raise PartConfigError(f"the model configuration was refused: {error}") from error
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    verify(model)
     return model
 
 

@@ -35,6 +35,10 @@ class WiringError(GenkitError):
     """A user value for a shape that genkit wires between parts."""
 
 
+class PartContractError(GenkitError):
+    """A part whose outputs break its kind's contract (shapes, distribution types)."""
+
+
 class PartConfigError(GenkitError):
     """A part's configuration value that its constructor refuses."""
 

@@ -200,8 +200,10 @@ class VAE(L.LightningModule):
         """
         q = self.encode(x, mask)
         p = self.prior()
-        flat = q.rsample() if k == 1 else q.rsample((k,)).flatten(0, 1)  # [k * B, D]
-        z = flat.view(k, -1, flat.shape[-1])
+        # log q(z|x) is taken of this very tensor: flow posteriors (TransformedDistribution)
+        # find its pre-image in their cache instead of inverting the flow.
+        z = q.rsample((k,))  # [k, B, D]
+        flat = z.flatten(0, 1)  # [k * B, D]
         x_k = x.expand(k, *x.shape).reshape(-1, *x.shape[1:]) if k > 1 else x
         mask_k = None if mask is None else (mask.expand(k, *mask.shape).reshape(-1, *mask.shape[1:]) if k > 1 else mask)
         log_px = self.decode(flat, x_k, mask_k).log_prob(x_k).view(k, -1)
