@@ -77,6 +77,40 @@ def test_installed_plugins_register_and_broken_ones_only_warn(tmp_path, cli_env)
     assert json.loads((out / "metrics.json").read_text())["metrics"]["test/nelbo"] > 0
 
 
+WRONG_SHAPE_PLUGIN = LOCAL_PLUGIN.replace("tiny_local", "wrong_shape").replace(
+    "self.out_features = width", "self.out_features = width + 1"
+)
+CLASHING_PLUGIN = LOCAL_PLUGIN.replace('register_encoder("tiny_local")', 'register_encoder("mlp")')
+OVERRIDING_PLUGIN = LOCAL_PLUGIN.replace('register_encoder("tiny_local")', 'register_encoder("conv", override=True)')
+
+
+def test_contract_breaks_clashes_and_overrides_of_installed_plugins(tmp_path, cli_env):
+    site = tmp_path / "site"
+    site.mkdir()
+    install_fake_distribution(site, "genkit-shapes", "genkit_shapes", WRONG_SHAPE_PLUGIN)
+    install_fake_distribution(site, "genkit-clash", "genkit_clash", CLASHING_PLUGIN)
+    install_fake_distribution(site, "genkit-better-conv", "genkit_better_conv", OVERRIDING_PLUGIN)
+    env = {**cli_env, "PYTHONPATH": str(site)}
+    listing = run([*script("genkit"), "list", "encoders", "--check"], env, tmp_path)
+    assert listing.returncode == 0, listing.stderr[-2000:]
+    lines = listing.stdout.splitlines()
+    wrong = lines.index(next(line for line in lines if line.strip().startswith("wrong_shape")))
+    assert "[genkit-shapes]" in lines[wrong]
+    assert "broken: " in lines[wrong + 1] and "encoder 'wrong_shape' (genkit-shapes)" in lines[wrong + 1]
+    assert "has shape [3, 8], expected [3, 9]" in lines[wrong + 1]
+    assert any("conv" in line and "[genkit-better-conv, overrides genkit]" in line for line in lines)
+    assert "genkit-clash (genkit_clash): DuplicatePartError: encoder 'mlp' from genkit-clash" in listing.stdout
+    assert "Choose another name, or pass override=True" in listing.stdout
+    refused = run([*script("genkit-train"), "encoder=wrong_shape", "logger=none", *FAST], env, tmp_path)
+    assert refused.returncode == 1 and "encoder 'wrong_shape' (genkit-shapes)" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    out = tmp_path / "run"
+    args = ["encoder=conv", "encoder.width=6", "logger=none", *FAST, f"hydra.run.dir={out}"]
+    overridden = run([*script("genkit-train"), *args], env, tmp_path)
+    assert overridden.returncode == 0, overridden.stderr[-3000:]
+    assert "_target_: genkit_better_conv.TinyEncoder" in (out / ".hydra" / "config.yaml").read_text()
+
+
 def test_the_wheel_ships_conf_and_works_from_any_directory(tmp_path, cli_env):
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(REPO)],

@@ -19,8 +19,14 @@ TOOLS = {
 KIND_BY_WORD = {**{k: k for k in KINDS}, **{v: k for k, v in PLURALS.items()}}
 
 
-def format_listing(kind: str | None, pattern: str) -> str:
-    """Every registered part (of one kind) with origin and parameters, plus broken plugins."""
+def format_listing(kind: str | None, pattern: str, check: bool = False) -> str:
+    """Every registered part (of one kind) with origin and parameters, plus broken plugins.
+
+    With ``check``, every model part is also built into a model and probed against its
+    contract (``genkit.testing.probe_part``), and the verdict is shown under it.
+    """
+    from genkit.testing import probe_part
+
     lines = []
     for k in [kind] if kind else list(KINDS):
         entries = list_parts(k, pattern)
@@ -31,6 +37,11 @@ def format_listing(kind: str | None, pattern: str) -> str:
             origin = entry.origin + (f", overrides {entry.overrides}" if entry.overrides else "")
             params = ", ".join(f"{name}={value!r}" for name, value in entry.parameters().items())
             lines.append(f"  {entry.name:<14} [{origin}]  {params}")
+            if check and k != "data":
+                status, detail = probe_part(k, entry.name)
+                lines.append(
+                    f"  {'':<14} {status}: {detail}" if status != "ok" else f"  {'':<14} ok (built on {detail})"
+                )
         lines.append("")
     if plugins.BROKEN:
         lines.append("broken plugins (skipped):")
@@ -46,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument("kind", nargs="?", choices=sorted(KIND_BY_WORD), help="only this kind")
     listing.add_argument("--filter", default="*", help="fnmatch pattern on names, e.g. 'conv*'")
     listing.add_argument("--plugins", default="", help="comma-separated local plugin modules to load first")
+    listing.add_argument(
+        "--check", action="store_true", help="build every model part into a model and check its contract"
+    )
     for name, schema in TOOLS.items():
         tool = commands.add_parser(name, help=schema.__doc__, description=schema.__doc__)
         tool.add_argument("options", nargs="*", metavar="KEY=VALUE")
@@ -53,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             plugins.load([m for m in args.plugins.split(",") if m])
-            sys.stdout.write(format_listing(KIND_BY_WORD.get(args.kind) if args.kind else None, args.filter))
+            sys.stdout.write(
+                format_listing(KIND_BY_WORD.get(args.kind) if args.kind else None, args.filter, args.check)
+            )
         else:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
             getattr(tools, args.command)(args.options)
