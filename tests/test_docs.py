@@ -6,6 +6,7 @@ import re
 import sys
 
 import numpy as np
+
 from conftest import REPO, run
 
 GUIDE = REPO / "docs" / "plugins.md"

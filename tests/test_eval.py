@@ -77,6 +77,52 @@ def test_a_file_that_is_not_a_genkit_checkpoint_is_refused(tmp_path, cli_env):
     assert result.returncode == 1 and "is not a genkit checkpoint" in result.stderr
 
 
+class RunsCode:
+    """Unpickling this would run a shell command: what a malicious shared checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_without_running_it(checkpoint, tmp_path, cli_env):
+    import torch
+
+    marker = tmp_path / "pwned"
+    crafted = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    crafted["genkit"]["payload"] = RunsCode(marker)
+    bad = tmp_path / "shared.ckpt"
+    torch.save(crafted, bad)
+    for command in (["genkit-eval", f"ckpt={bad}"], ["genkit", "sample", f"ckpt={bad}"]):
+        result = run([*script(command[0]), *command[1:]], cli_env, tmp_path)
+        assert result.returncode != 0 and f"checkpoint {bad} cannot be read" in result.stderr
+        assert "Weights only load failed" in result.stderr or "Unsupported global" in result.stderr
+    assert not marker.exists(), "loading a shared checkpoint ran code from it"
+
+
+@pytest.mark.parametrize(
+    ("key", "target", "message"),
+    [
+        ("encoder", "os.system", "'os.system' is not a registered encoder: genkit only builds registered parts"),
+        ("data", "subprocess.Popen", "'subprocess.Popen' is not a registered data"),
+        ("optim", "builtins.exec", "optim._target_ must be a torch.optim class, got 'builtins.exec'"),
+    ],
+)
+def test_a_checkpoint_config_naming_unregistered_code_is_refused(key, target, message, checkpoint, tmp_path, cli_env):
+    import torch
+
+    crafted = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    crafted["genkit"]["config"][key]["_target_"] = target
+    bad = tmp_path / "shared.ckpt"
+    torch.save(crafted, bad)
+    result = run([*script("genkit-eval"), f"ckpt={bad}"], cli_env, tmp_path)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+
+
 def test_sample_and_reconstruct_write_image_grids_beside_the_checkpoint(checkpoint, tmp_path, cli_env):
     result = run([*script("genkit"), "sample", f"ckpt={checkpoint}", "n=9", "temperature=0.5"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,6 +9,7 @@ shapes are wired by parameter name, so no config repeats a number another part k
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -142,6 +143,18 @@ def build_data(cfg: DictConfig) -> tuple[Any, str]:
     """The data module and its registry name."""
     entry = entry_for("data", cfg.data)
     return build_part("data", cfg.data, {"seed": cfg.get("seed", 0)}), entry.name
+
+
+def train_config(overrides: Sequence[str] = (), plugin_modules: Sequence[str] = ()) -> DictConfig:
+    """genkit-train's config with ``overrides``, composed as the command line would (no run started)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from genkit import plugins
+
+    plugins.load(list(plugin_modules))
+    with initialize_config_dir(config_dir=str(plugins.config_dir()), version_base="1.3"):
+        return hydra_compose("train", overrides=list(overrides))
 
 
 def compose(cfg: DictConfig) -> tuple[Any, VAE]:

@@ -65,3 +65,7 @@ class NonFiniteLossError(GenkitError):
 
 class CheckpointError(GenkitError):
     """A checkpoint that cannot be read or is not a genkit checkpoint."""
+
+
+class ResumeError(GenkitError):
+    """A run that cannot be continued as asked (no such run, a changed model, no readable checkpoint)."""

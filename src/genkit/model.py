@@ -183,6 +183,7 @@ class VAE(L.LightningModule):
         self.run_config: dict[str, Any] = {}
         self.sums = {split: EpochSums(self.metric_names(split)) for split in ("train", "val", "test")}
         self.nonfinite: Tensor | None = None
+        self.resumed_rng: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- maths
     def encode(self, x: Tensor, mask: Tensor | None = None) -> Distribution:
@@ -336,7 +337,26 @@ class VAE(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from genkit import __version__
 
-        checkpoint["genkit"] = {"config": self.run_config, "spec": self.spec.to_dict(), "version": __version__}
+        checkpoint["genkit"] = {
+            "config": self.run_config,
+            "spec": self.spec.to_dict(),
+            "version": __version__,
+            "rng": rng_states(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.resumed_rng = checkpoint.get("genkit", {}).get("rng")
+
+    def on_train_epoch_start(self) -> None:
+        """On resuming, restore the random state saved at the end of the last finished epoch.
+
+        Restored here rather than at load, so that what Lightning runs before the first
+        resumed epoch (the sanity check) cannot shift the stream: the resumed run draws the
+        same noise as one never interrupted.
+        """
+        if self.resumed_rng is not None:
+            set_rng_states(self.resumed_rng)
+            self.resumed_rng = None
 
     # ------------------------------------------------------------------ use
     @torch.no_grad()
@@ -374,6 +394,20 @@ class VAE(L.LightningModule):
         except NotImplementedError:
             z = q.sample()
         return self.decode(z, x, mask).mean
+
+
+def rng_states() -> dict[str, Any]:
+    """torch's CPU and CUDA generator states (tensors: checkpoints stay ``weights_only``-loadable)."""
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def posterior_mean(terms: ELBOTerms) -> Tensor:

@@ -13,23 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from hydra import compose as hydra_compose
-from hydra import initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from genkit import plugins
-from genkit.compose import build_data, build_model, compose
+from genkit.compose import build_data, build_model, compose, train_config
 from genkit.contract import describe
 from genkit.errors import GenkitError, IncompatiblePartsError, PartContractError
 from genkit.model import VAE
 from genkit.registry import KINDS, registry
-
-
-def train_config(overrides: Sequence[str] = (), plugin_modules: Sequence[str] = ()) -> DictConfig:
-    """genkit-train's config with ``overrides``, as the command line would compose it."""
-    plugins.load(list(plugin_modules))
-    with initialize_config_dir(config_dir=str(plugins.config_dir()), version_base="1.3"):
-        return hydra_compose("train", overrides=list(overrides))
 
 
 def probe_part(kind: str, name: str) -> tuple[str, str]:

@@ -18,6 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 WANDB_HOST = "api.wandb.ai"
+#: The W&B run id of a run folder, kept so that a resumed run continues the same W&B run.
+WANDB_ID_FILE = "wandb-run-id"
 
 
 def has_wandb_key() -> bool:
@@ -43,8 +45,11 @@ def sweep_identity() -> tuple[str | None, str | None]:
     return group, name
 
 
-def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path) -> Any | None:
-    """A started ``WandbLogger``, or None (with one warning) if W&B cannot start."""
+def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path, resumed: bool = False) -> Any | None:
+    """A started ``WandbLogger``, or None (with one warning) if W&B cannot start.
+
+    A resumed run continues the W&B run its folder recorded (same id, ``resume="allow"``).
+    """
     mode = options.get("mode") or os.environ.get("WANDB_MODE")
     if not mode:
         mode = "online" if has_wandb_key() else "offline"
@@ -56,9 +61,12 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path) -> Any | 
                 save_dir,
             )
     group, name = sweep_identity()
+    id_file = save_dir / WANDB_ID_FILE
+    run_id = id_file.read_text().strip() if resumed and id_file.is_file() else None
     try:
         import wandb
         from lightning.pytorch.loggers import WandbLogger
+        from lightning.pytorch.utilities import rank_zero_only
 
         logger = WandbLogger(
             project=options.get("project") or "genkit",
@@ -71,8 +79,11 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path) -> Any | 
             save_dir=str(save_dir),
             config=OmegaConf.to_container(cfg, resolve=True),
             settings=wandb.Settings(init_timeout=float(options.get("init_timeout", 60)), quiet=True),
+            **({"id": run_id, "resume": "allow"} if run_id else {}),
         )
-        _ = logger.experiment  # start now, so a failure is caught here and not mid-training
+        experiment = logger.experiment  # start now, so a failure is caught here and not mid-training
+        if rank_zero_only.rank == 0:  # other ranks hold a placeholder experiment
+            id_file.write_text(experiment.id)
     except Exception as error:  # W&B trouble must never stop training
         log.warning(
             "W&B could not start (%s: %s); continuing with the local CSV log only", error.__class__.__name__, error
@@ -81,18 +92,23 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path) -> Any | 
     return logger
 
 
-def build_loggers(cfg: DictConfig, save_dir: Path) -> list[Any]:
-    """Loggers named in ``cfg.logger``: ``wandb`` and/or ``csv`` (empty for ``logger=none``)."""
+def build_loggers(cfg: DictConfig, save_dir: Path, resumed: bool = False) -> list[Any]:
+    """Loggers named in ``cfg.logger``: ``wandb`` and/or ``csv`` (empty for ``logger=none``).
+
+    A resumed run writes its CSV log to a new ``csv/resume-N`` folder: Lightning's CSV
+    logger would otherwise delete the metrics the interrupted run saved.
+    """
     from lightning.pytorch.loggers import CSVLogger
 
     loggers: list[Any] = []
     options = cfg.get("logger") or {}
     if options.get("wandb") is not None:
-        logger = wandb_logger(options.wandb, cfg, save_dir)
+        logger = wandb_logger(options.wandb, cfg, save_dir, resumed)
         if logger is not None:
             loggers.append(logger)
     if options.get("csv") is not None:
-        loggers.append(CSVLogger(str(save_dir), name="csv", version=""))
+        version = f"resume-{len(list((save_dir / 'csv').glob('resume-*'))) + 1}" if resumed else ""
+        loggers.append(CSVLogger(str(save_dir), name="csv", version=version))
     return loggers
 
 

@@ -13,7 +13,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from genkit import plugins
+from genkit.checkpoint import AtomicCheckpointIO
 from genkit.compose import PART_KINDS, compose, entry_for
+from genkit.resume import ResumePoint, resume_point
 from genkit.tracking import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
@@ -73,19 +75,23 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     plugins.load(list(cfg.get("plugins") or []))
+    start = resume_point(cfg, output_dir) if cfg.get("resume") else ResumePoint(None)
+    if start.finished is not None:
+        return start.finished
     datamodule, model = compose(cfg)
     data_name = entry_for("data", cfg.data).name
     log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
     callbacks = build_callbacks(cfg, output_dir)
-    loggers = build_loggers(cfg, output_dir)
+    loggers = build_loggers(cfg, output_dir, resumed=start.checkpoint is not None)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=loggers or False,
         callbacks=callbacks,
         default_root_dir=str(output_dir),
+        plugins=[AtomicCheckpointIO()],
     )
     try:
-        trainer.fit(model, datamodule=datamodule)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=start.checkpoint)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_path = "best" if best else None
@@ -99,5 +105,6 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         log.info("final metrics\n%s", summary_table(metrics))
         if best:
             log.info("best checkpoint: %s", best)
-        (output_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "best_checkpoint": best}, indent=2))
+        results = {"metrics": metrics, "best_checkpoint": best, "config": OmegaConf.to_container(cfg, resolve=True)}
+        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return metrics
