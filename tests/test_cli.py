@@ -163,6 +163,18 @@ def test_wandb_failure_never_stops_training(tmp_path, cli_env):
     assert (out / "csv" / "metrics.csv").is_file() and (out / "metrics.json").is_file()
 
 
+def test_an_unreachable_wandb_server_never_stops_training(tmp_path, cli_env):
+    """An API key and a W&B server address on loopback where nothing listens: online mode fails
+    within logger.wandb.init_timeout, and training goes on with the local CSV log."""
+    env = {**cli_env, "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    out = tmp_path / "run"
+    args = ["logger.wandb.init_timeout=10", *FAST, f"hydra.run.dir={out}"]
+    result = run([*script("genkit-train"), *args], env, tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "W&B could not start" in result.stdout + result.stderr
+    assert (out / "csv" / "metrics.csv").is_file() and (out / "metrics.json").is_file()
+
+
 def test_genkit_list_shows_every_part_with_origin_and_parameters(tmp_path, cli_env):
     result = run([*script("genkit"), "list"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr

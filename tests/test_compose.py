@@ -103,6 +103,18 @@ def test_values_a_part_refuses_name_the_part():
         build_part("likelihood", node("likelihood", "gaussian", sigma_mode="wild"), {"spec": data_spec("digits")})
 
 
+def test_values_scripts_fuzz_config_found_raw_errors_for_are_clean_errors():
+    """Each of these once ended in a raw traceback (found by scripts/fuzz_config.py)."""
+    with pytest.raises(PartConfigError, match="torch.optim.Adam refused its configuration: Invalid learning rate"):
+        optimizer_factory(OmegaConf.create({"optim": {"_target_": "torch.optim.Adam", "lr": -1.0}}))
+    cfg = config()
+    cfg.model.latent_dim = -1
+    with pytest.raises(PartConfigError, match="model.latent_dim must be at least 1, got -1"):
+        build_model(cfg, data_spec("digits"))
+    with pytest.raises(PartConfigError, match="encoder 'mlp' \\(genkit\\) refused its configuration"):
+        build_part("encoder", node("encoder", "mlp", hidden=[-4]), {"spec": data_spec("digits")})
+
+
 def test_vamp_prior_shares_the_encoder_and_survives_deepcopy_and_pickle():
     import copy
     import pickle

@@ -41,6 +41,40 @@ def test_tensor_batches_cover_every_example_once_in_a_seeded_order():
     assert torch.equal(torch.cat([b["x"] for b in plain]), data["x"])
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_restored_loader_continues_mid_epoch_with_the_same_batches(rank):
+    tensors = {"x": torch.arange(100.0)[:, None]}
+
+    def loader(done: int = 0) -> TensorBatches:
+        return TensorBatches(
+            tensors,
+            8,
+            shuffle=True,
+            seed=3,
+            epoch=lambda: 2,
+            rank=rank,
+            world_size=2,
+            equal_shards=True,
+            progress=lambda: done,
+        )
+
+    full = [b["x"] for b in loader()]
+    interrupted = loader(done=3)
+    state = interrupted.state_dict()
+    assert state == {"epoch": 2, "batches_done": 3}
+    restored = loader()
+    restored.load_state_dict(state)
+    rest = [b["x"] for b in restored]
+    assert len(rest) == len(full) - 3 and all(torch.equal(a, b) for a, b in zip(rest, full[3:]))
+    assert len(list(restored)) == len(full), "only the first pass after restoring skips"
+    finished = loader()
+    finished.load_state_dict({"epoch": 2, "batches_done": len(full)})  # saved at the epoch's end
+    assert len(list(finished)) == len(full)
+    other_epoch = loader()
+    other_epoch.load_state_dict({"epoch": 1, "batches_done": 3})
+    assert len(list(other_epoch)) == len(full)
+
+
 def test_ddp_shards_are_disjoint_and_training_shards_equal():
     data = {"x": torch.arange(11).float()}
     train = [list(TensorBatches(data, 3, shuffle=True, rank=r, world_size=2, equal_shards=True)) for r in (0, 1)]

@@ -22,13 +22,13 @@ RUN = [f"trainer.max_epochs={EPOCHS}", "callbacks.progress_bar.refresh_rate=0"]
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    """genkit-train in its own process group, so a kill takes W&B's helper processes too."""
+    """genkit-train in its own process group, so a kill takes W&B's helper processes too (log in stdout)."""
     return subprocess.Popen(
         [*script("genkit-train"), *args],
         env=env,
         cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
@@ -38,7 +38,7 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None
     deadline = time.monotonic() + timeout
     while not condition():
         if process.poll() is not None:
-            pytest.fail(f"training ended before the kill: {process.stderr.read()[-3000:]}")
+            pytest.fail(f"training ended before the kill: {process.stdout.read()[-3000:]}")
         if time.monotonic() > deadline:
             pytest.fail("training did not reach the kill point in time")
         time.sleep(0.02)
@@ -65,10 +65,27 @@ def wandb_run_ids(run_dir: Path) -> list[str]:
     return [p.name.rsplit("-", 1)[1] for p in sorted((run_dir / "wandb").glob("offline-run-*"))]
 
 
-def test_sigkill_then_resume_ends_exactly_as_an_uninterrupted_run(tmp_path, cli_env):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = run([*script("genkit-train"), *RUN, f"hydra.run.dir={straight}"], cli_env, tmp_path)
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """The reference: the same run, never interrupted."""
+    folder = tmp_path_factory.mktemp("straight")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env["HOME"] = str(folder)
+    done = run([*script("genkit-train"), *RUN, f"hydra.run.dir={folder / 'run'}"], env, folder)
     assert done.returncode == 0, done.stderr[-3000:]
+    return folder / "run"
+
+
+def assert_same_end(resumed: Path, straight: Path) -> None:
+    weights, metrics = final_state(resumed)
+    expected_weights, expected_metrics = final_state(straight)
+    assert weights.keys() == expected_weights.keys()
+    assert all(torch.equal(weights[k], expected_weights[k]) for k in weights), "weights differ after resuming"
+    assert metrics == expected_metrics
+
+
+def test_sigkill_then_resume_ends_exactly_as_an_uninterrupted_run(straight, tmp_path, cli_env):
+    killed = tmp_path / "killed"
     process = start([*RUN, f"hydra.run.dir={killed}"], cli_env, tmp_path)
     wait_for(lambda: saved_epoch(killed / "checkpoints" / "last.ckpt") >= 3, process)
     kill(process)
@@ -76,14 +93,31 @@ def test_sigkill_then_resume_ends_exactly_as_an_uninterrupted_run(tmp_path, cli_
     resumed = run([*script("genkit-train"), f"resume={killed}"], cli_env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stderr + resumed.stdout
-    weights, metrics = final_state(killed)
-    expected_weights, expected_metrics = final_state(straight)
-    assert weights.keys() == expected_weights.keys()
-    assert all(torch.equal(weights[k], expected_weights[k]) for k in weights), "weights differ after resuming"
-    assert metrics == expected_metrics
+    assert_same_end(killed, straight)
     ids = wandb_run_ids(killed)
     assert len(ids) == 2 and ids[0] == ids[1], f"the resumed run must continue the same W&B run: {ids}"
     assert (killed / "csv" / "metrics.csv").is_file() and (killed / "csv" / "resume-1" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_save_mid_epoch_and_resume_exactly(signum, straight, tmp_path, cli_env):
+    stopped = tmp_path / "stopped"
+    process = start([*RUN, f"hydra.run.dir={stopped}"], cli_env, tmp_path)
+    last = stopped / "checkpoints" / "last.ckpt"
+    wait_for(lambda: saved_epoch(last) >= 2, process)
+    os.kill(process.pid, signum)
+    log = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, log[-3000:]
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    # almost always the signal lands in a training step (a mid-epoch save); in the rare case it
+    # lands in the epoch's short validation, the epoch-end checkpoint before it stands
+    assert f"interrupted by {name} at step" in log or f"interrupted by {name} during validation" in log, log[-3000:]
+    if "at step" in log:
+        progress = torch.load(last, map_location="cpu", weights_only=True)["loops"]["fit_loop"]
+        assert 0 < progress["epoch_loop.batch_progress"]["current"]["completed"] < 10, "a mid-epoch save"
+    resumed = run([*script("genkit-train"), f"resume={stopped}"], cli_env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_end(stopped, straight)
 
 
 def test_a_kill_inside_a_checkpoint_write_leaves_the_last_checkpoint_whole(tmp_path, cli_env):

@@ -1,13 +1,21 @@
-"""Optional training behaviour as Lightning callbacks: media logging."""
+"""Optional training behaviour as Lightning callbacks: media logging, a checkpoint on interruption."""
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 #: Prior samples use this seed every epoch, so the same z shows how decoding evolves.
 MEDIA_SEED = 0
@@ -75,3 +83,61 @@ class ImageMedia(Callback):
 
         for key, grid in self.grids(pl_module).items():
             save_image(grid, Path(trainer.default_root_dir) / f"{key.split('/')[-1]}.png")
+
+
+class CheckpointOnInterrupt(Callback):
+    """On SIGTERM (SLURM preemption, ``kill``) or Ctrl-C, finish the step, save ``last.ckpt``, exit.
+
+    Lightning turns SIGTERM into an exception after the current step, on every DDP rank;
+    this callback makes the first Ctrl-C do the same (by sending the process SIGTERM) rather
+    than interrupting a step half done, and saves the state there, mid-epoch, data position
+    included, so ``resume=RUN_DIR`` continues from that very step. A second Ctrl-C stops at
+    once and keeps the last checkpoint on disk.
+    """
+
+    def __init__(self) -> None:
+        self.previous_handler: Any = None
+        self.signal_name = "SIGTERM"
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.stop_after_step)
+
+    def stop_after_step(self, signum: int, frame: Any) -> None:
+        self.signal_name = "Ctrl-C"
+        self.restore_handler()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def restore_handler(self) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.restore_handler()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self.restore_handler()
+        if isinstance(exception, KeyboardInterrupt):
+            log.warning("interrupted at once: the last checkpoint on disk stands")
+            return
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        if not trainer.training:  # inside an epoch's validation: its training is not checkpointed yet
+            log.warning(
+                "interrupted by %s during validation: the last checkpoint stands; continue with genkit-train resume=%s",
+                self.signal_name,
+                trainer.default_root_dir,
+            )
+            return
+        callback = trainer.checkpoint_callback
+        folder = Path(trainer.default_root_dir) / "checkpoints"
+        path = (Path(callback.dirpath) if callback and callback.dirpath else folder) / "last.ckpt"
+        trainer.save_checkpoint(path)
+        log.warning(
+            "interrupted by %s at step %d: saved %s; continue with genkit-train resume=%s",
+            self.signal_name,
+            trainer.global_step,
+            path,
+            trainer.default_root_dir,
+        )

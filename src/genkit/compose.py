@@ -87,7 +87,7 @@ def build_part(kind: str, node: DictConfig | dict, wiring: dict[str, Any]) -> An
     wired = {k: v for k, v in wiring.items() if k in declared}
     try:
         return entry.cls(**wired, **params)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: torch refusing a layer size
         raise PartConfigError(f"{kind} {entry.name!r} ({entry.origin}) refused its configuration: {error}") from error
 
 
@@ -111,6 +111,8 @@ def build_model(cfg: DictConfig, spec: DataSpec, data_name: str = "(from checkpo
     check_compatible(entries, data_name, spec)
     model_params = user_params("model", cfg.model, wired=frozenset(MODEL_EXCLUDE))
     latent_dim = int(model_params["latent_dim"])
+    if latent_dim < 1:
+        raise PartConfigError(f"model.latent_dim must be at least 1, got {latent_dim}")
     wiring: dict[str, Any] = {"spec": spec, "latent_dim": latent_dim, "seed": cfg.get("seed", 0)}
     likelihood = build_part("likelihood", cfg.likelihood, wiring)
     encoder = build_part("encoder", cfg.encoder, wiring)
@@ -134,9 +136,15 @@ def optimizer_factory(cfg: DictConfig) -> Any:
     target = str(node.get("_target_", ""))
     if not target.startswith("torch.optim."):
         raise PartConfigError(f"optim._target_ must be a torch.optim class, got {target!r}")
+    import torch
     from hydra.utils import instantiate
 
-    return instantiate(node, _partial_=True)
+    factory = instantiate(node, _partial_=True)
+    try:  # check the arguments now, not when training starts
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as error:
+        raise PartConfigError(f"optim {target} refused its configuration: {error}") from error
+    return factory
 
 
 def build_data(cfg: DictConfig) -> tuple[Any, str]:

@@ -119,7 +119,7 @@ class EpochSums:
 
     def add(self, values: Tensor, count: int) -> None:
         """``values``: ``[len(names)]`` sums over a batch of ``count`` examples."""
-        self.total = values if self.total is None else self.total + values
+        self.total = values if self.total is None else self.total.to(values.device) + values
         self.count += count
 
     def reset(self) -> None:
@@ -343,16 +343,30 @@ class VAE(L.LightningModule):
             "version": __version__,
             "rng": rng_states(),
         }
+        if self.saving_mid_epoch():  # an interrupted epoch: keep its partial training sums
+            train = self.sums["train"]
+            checkpoint["genkit"]["train_sums"] = {"total": train.total, "count": train.count}
+
+    def saving_mid_epoch(self) -> bool:
+        if self._trainer is None or not self.trainer.training:
+            return False
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return 0 < done < self.trainer.num_training_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.resumed_rng = checkpoint.get("genkit", {}).get("rng")
+        meta = checkpoint.get("genkit", {})
+        self.resumed_rng = meta.get("rng")
+        if "train_sums" in meta:
+            self.sums["train"].total = meta["train_sums"]["total"]
+            self.sums["train"].count = meta["train_sums"]["count"]
 
-    def on_train_epoch_start(self) -> None:
-        """On resuming, restore the random state saved at the end of the last finished epoch.
+    def on_train_start(self) -> None:
+        """On resuming, restore the random state saved with the checkpoint (at an epoch's end,
+        or mid-epoch on SIGTERM/Ctrl-C).
 
-        Restored here rather than at load, so that what Lightning runs before the first
-        resumed epoch (the sanity check) cannot shift the stream: the resumed run draws the
-        same noise as one never interrupted.
+        Restored here rather than at load, so that what Lightning runs before training
+        resumes (the sanity check) cannot shift the stream: the resumed run draws the same
+        noise as one never interrupted.
         """
         if self.resumed_rng is not None:
             set_rng_states(self.resumed_rng)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from genkit import plugins
@@ -91,7 +93,10 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         plugins=[AtomicCheckpointIO()],
     )
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=start.checkpoint)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=start.checkpoint)
+        except SIGTERMException:  # SIGTERM or Ctrl-C: last.ckpt is saved (CheckpointOnInterrupt); say we were stopped
+            raise SystemExit(128 + signal.SIGTERM) from None
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_path = "best" if best else None

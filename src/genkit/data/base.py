@@ -34,6 +34,10 @@ class TensorBatches:
     The order of an epoch depends only on ``seed`` and the epoch number, so a resumed
     run sees the same batches. Under DDP each rank takes a disjoint shard; training
     shards are cut to equal length so every rank runs the same number of steps.
+
+    Resumable mid-epoch (Lightning's ``state_dict``/``load_state_dict`` loader protocol):
+    the state is the epoch and the number of its batches training has completed
+    (``progress``), and a restored loader skips those in that epoch.
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         equal_shards: bool = False,
+        progress: Callable[[], int] = lambda: 0,
     ) -> None:
         self.tensors = tensors
         self.batch_size = batch_size
@@ -55,19 +60,35 @@ class TensorBatches:
         self.epoch = epoch
         self.rank = rank
         self.world_size = world_size
+        self.progress = progress
+        self.restored: dict[str, int] | None = None
         n = len(next(iter(tensors.values())))
         self.n = n // world_size if equal_shards else len(range(rank, n, world_size))
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch(), "batches_done": self.progress()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.restored = state
+
+    def batches_to_skip(self) -> int:
+        """Batches of this epoch a restored state says are done (0 after the first pass)."""
+        state, self.restored = self.restored, None
+        if state is None or state["epoch"] != self.epoch() or state["batches_done"] >= len(self):
+            return 0
+        return state["batches_done"]
+
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         total = len(next(iter(self.tensors.values())))
+        skip = self.batches_to_skip() * self.batch_size
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch())
             order = torch.randperm(total, generator=generator)
         elif self.world_size == 1:
-            for start in range(0, total, self.batch_size):  # contiguous views, no copy
+            for start in range(skip, total, self.batch_size):  # contiguous views, no copy
                 yield {k: t[start : start + self.batch_size] for k, t in self.tensors.items()}
             return
         else:
@@ -75,7 +96,7 @@ class TensorBatches:
         order = order[self.rank :: self.world_size][: self.n]
         device = next(iter(self.tensors.values())).device
         order = order.to(device)
-        for start in range(0, self.n, self.batch_size):
+        for start in range(skip, self.n, self.batch_size):
             index = order[start : start + self.batch_size]
             yield {k: t.index_select(0, index) for k, t in self.tensors.items()}
 
@@ -163,6 +184,10 @@ class ArrayDataModule(DataModule):
 
     def _batches(self, split: str, batch_size: int, train: bool) -> TensorBatches:
         trainer = self.trainer
+
+        def batches_done() -> int:  # training batches of this epoch completed: the mid-epoch resume point
+            return trainer.fit_loop.epoch_loop.batch_progress.current.completed if train and trainer else 0
+
         return TensorBatches(
             self.splits[split],
             batch_size,
@@ -172,6 +197,7 @@ class ArrayDataModule(DataModule):
             rank=trainer.global_rank if trainer is not None else 0,
             world_size=trainer.world_size if trainer is not None else 1,
             equal_shards=train,
+            progress=batches_done,
         )
 
     def train_dataloader(self) -> TensorBatches:
