@@ -17,7 +17,7 @@ from conftest import run, script
 from genkit.checkpoint import WRITE_DELAY_ENV, read_checkpoint
 
 #: Long enough that a kill lands mid-run, short enough for the suite.
-EPOCHS = 30
+EPOCHS = 12
 RUN = [f"trainer.max_epochs={EPOCHS}", "callbacks.progress_bar.refresh_rate=0"]
 
 

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 #: Top-level config keys that define the model, its data or its optimisation: a resumed run
 #: must keep them, or the checkpoint's weights and optimiser state would not fit.
 FROZEN_KEYS = ("data", "encoder", "posterior", "prior", "decoder", "likelihood", "model", "optim", "seed", "plugins")
+#: ``resume=auto``: each job continues whatever its own run folder holds (nothing: a fresh start),
+#: so the same command with a fixed ``hydra.run.dir``/``hydra.sweep.dir``, or a requeued SLURM
+#: job, restarts where it stopped.
+AUTO = "auto"
 #: Overrides a resumed run never inherits from the original command.
 NOT_INHERITED = ("resume", "hydra.run.dir", "hydra.sweep.dir")
 
@@ -36,7 +40,7 @@ def override_key(override: str) -> str:
 
 
 def resume_arguments(argv: list[str]) -> list[str]:
-    """The command line to run: ``argv`` with ``resume=DIR`` expanded.
+    """The command line to run: ``argv`` with ``resume=DIR`` expanded (``resume=auto`` is left as it is).
 
     Single run: the run's original overrides, then the new ones (a new value of the same
     key wins), then ``hydra.run.dir=DIR``. Multirun: ``hydra.sweep.dir=DIR`` is added and
@@ -46,7 +50,7 @@ def resume_arguments(argv: list[str]) -> list[str]:
         ResumeError: DIR does not exist or holds no genkit run.
     """
     given = [a for a in argv[1:] if not a.startswith("-") and override_key(a) == "resume" and "=" in a]
-    if not given:
+    if not given or given[-1].split("=", 1)[1] == AUTO:
         return argv
     folder = Path(given[-1].split("=", 1)[1]).expanduser()
     if not folder.is_dir():

@@ -97,10 +97,19 @@ def clean_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     return wrapped
 
 
+def folder(path: str) -> str:
+    """``${genkit.folder:PATH}`` in a config: PATH, created if missing (for files opened before
+    Hydra creates the run folders, such as the Optuna study's SQLite database)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return str(Path(path).resolve())
+
+
 def run(task: Callable[[DictConfig], Any], config_name: str) -> None:
     """Load plugins, check the command line, then hand over to Hydra with ``config_name``."""
     import hydra
+    from omegaconf import OmegaConf
 
+    OmegaConf.register_new_resolver("genkit.folder", folder, replace=True)
     overrides = parse_overrides(sys.argv[1:])
     try:
         plugins.load(local_plugin_modules(overrides))
