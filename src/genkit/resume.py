@@ -5,6 +5,7 @@ restart from, and whether the new configuration may continue it.
 keeps them in ``DIR/.hydra/overrides.yaml``), applies the new ones on top and runs in DIR
 again. With ``-m`` DIR is a sweep folder: every job of the same sweep command finds its own
 folder, finished jobs are skipped and interrupted ones continue from their checkpoints.
+``resume=auto`` makes each job continue its own folder, whatever the command line.
 """
 
 from __future__ import annotations
