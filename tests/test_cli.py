@@ -175,6 +175,22 @@ def test_an_unreachable_wandb_server_never_stops_training(tmp_path, cli_env):
     assert (out / "csv" / "metrics.csv").is_file() and (out / "metrics.json").is_file()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trainer=gpu"], "No supported gpu backend found. This machine has 0 CUDA GPU(s)"),
+        (["+trainer.wings=2"], "unexpected keyword argument 'wings'. This machine has"),
+    ],
+)
+def test_trainer_settings_this_machine_cannot_run_are_one_clear_error(args, message, tmp_path, cli_env):
+    if torch.cuda.is_available() and args == ["trainer=gpu"]:
+        pytest.skip("this machine has a GPU")
+    args = [*args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert "Use trainer=cpu" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_genkit_list_shows_every_part_with_origin_and_parameters(tmp_path, cli_env):
     result = run([*script("genkit"), "list"], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr

@@ -52,3 +52,32 @@ def test_resume_auto_continues_the_folder_it_runs_in(tmp_path, cli_env):
     longer = run([*script("genkit-train"), *args, "trainer.max_epochs=3"], cli_env, tmp_path)
     assert longer.returncode == 0 and "resuming from" in longer.stdout, longer.stderr[-3000:]
     assert Path(out / "metrics.json").is_file()
+
+
+def test_compare_tables_a_sweep_sorted_by_the_objective_with_the_failed_job_marked(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "model.latent_dim=2,8", "data.batch_size=64,0", *TINY, f"hydra.sweep.dir={sweep}"]
+    swept = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert "data.batch_size must be at least 1" in swept.stdout + swept.stderr
+    csv_file, markdown = tmp_path / "runs.csv", tmp_path / "runs.md"
+    result = run(
+        [*script("genkit"), "compare", str(sweep), f"csv={csv_file}", f"markdown={markdown}"], cli_env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    header = lines[0].split()
+    assert header[:4] == ["job", "data.batch_size", "model.latent_dim", "status"] and "val/nelbo" in header
+    rows = [line.split() for line in lines[1:]]
+    finished = [r for r in rows if r[3] == "finished"]
+    objective = header.index("val/nelbo")
+    assert len(finished) == 2 and float(finished[0][objective]) <= float(finished[1][objective])
+    assert all(r[1] == "64" for r in finished) and [r[1] for r in rows[2:]] == ["0", "0"]
+    assert all("failed" in " ".join(r) for r in rows[2:])
+    expected = {json.loads((sweep / r[0] / "metrics.json").read_text())["metrics"]["val/nelbo"] for r in finished}
+    assert {round(v, 4) for v in expected} == {float(r[objective]) for r in finished}
+    assert csv_file.read_text().splitlines()[0].startswith("job,data.batch_size,model.latent_dim,status")
+    assert markdown.read_text().startswith("| job | data.batch_size | model.latent_dim | status |")
+    bad = run([*script("genkit"), "compare", str(sweep), "sort=val/nope"], cli_env, tmp_path)
+    assert bad.returncode == 2 and "sort=val/nope: no job logged that metric" in bad.stderr
+    missing = run([*script("genkit"), "compare", str(tmp_path / "nowhere")], cli_env, tmp_path)
+    assert missing.returncode == 2 and "there is no such folder" in missing.stderr

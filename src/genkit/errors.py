@@ -69,3 +69,7 @@ class CheckpointError(GenkitError):
 
 class ResumeError(GenkitError):
     """A run that cannot be continued as asked (no such run, a changed model, no readable checkpoint)."""
+
+
+class TrainerConfigError(GenkitError):
+    """Trainer settings Lightning cannot run on this machine (devices, accelerator, strategy, precision)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import warnings
 from pathlib import Path
@@ -11,12 +12,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from genkit import plugins
 from genkit.checkpoint import AtomicCheckpointIO
 from genkit.compose import PART_KINDS, compose, entry_for
+from genkit.errors import TrainerConfigError
 from genkit.resume import ResumePoint, resume_point
 from genkit.tracking import build_loggers, finish_wandb
 
@@ -67,6 +69,30 @@ def summary_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines) + "\n(nats per example; train: running mean over the last epoch; val/test: best checkpoint)"
 
 
+def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callback], output_dir: Path) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer``; settings this machine cannot run become one clear error.
+
+    Raises:
+        TrainerConfigError: unknown devices, accelerator, strategy or precision, an unknown
+            Trainer argument, or more devices than exist.
+    """
+    try:
+        return L.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            logger=loggers or False,
+            callbacks=callbacks,
+            default_root_dir=str(output_dir),
+            plugins=[AtomicCheckpointIO()],
+        )
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        raise TrainerConfigError(
+            f"Lightning cannot run these trainer settings here: {str(error).rstrip('.!')}. This machine has "
+            f"{torch.cuda.device_count()} CUDA GPU(s) and {os.cpu_count()} CPU cores. Use trainer=cpu (any machine), "
+            "trainer=ddp_cpu trainer.devices=N (N processes), trainer=gpu (one GPU) or trainer=ddp with "
+            "trainer.devices at most the GPUs present; `genkit-train --cfg job` shows the trainer settings."
+        ) from error
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
     # Argument validation in torch.distributions is a debugging aid that costs time every
@@ -85,14 +111,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
     callbacks = build_callbacks(cfg, output_dir)
     loggers = build_loggers(cfg, output_dir, resumed=start.checkpoint is not None)
-    trainer = L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        logger=loggers or False,
-        callbacks=callbacks,
-        default_root_dir=str(output_dir),
-        plugins=[AtomicCheckpointIO()],
-    )
     try:
+        trainer = build_trainer(cfg, loggers, callbacks, output_dir)
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=start.checkpoint)
         except SIGTERMException:  # SIGTERM or Ctrl-C: last.ckpt is saved (CheckpointOnInterrupt); say we were stopped

@@ -1,4 +1,5 @@
-"""``genkit``: the registry (``genkit list``) and tools for trained models (sample, reconstruct, ...)."""
+"""``genkit``: the registry (``genkit list``), sweep tables (``genkit compare``) and tools for trained
+models (sample, reconstruct, ...)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from genkit import plugins, tools
+from genkit import compare, plugins, tools
 from genkit.errors import GenkitError, UsageError
 from genkit.registry import KINDS, PLURALS, list_parts
 
@@ -16,6 +17,7 @@ TOOLS = {
     "interpolate": tools.InterpolateOptions,
     "anomaly": tools.AnomalyOptions,
 }
+USAGE = {**{name: schema.__doc__ for name, schema in TOOLS.items()}, "compare": compare.CompareOptions.__doc__}
 KIND_BY_WORD = {**{k: k for k in KINDS}, **{v: k for k, v in PLURALS.items()}}
 
 
@@ -60,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     listing.add_argument(
         "--check", action="store_true", help="build every model part into a model and check its contract"
     )
-    for name, schema in TOOLS.items():
-        tool = commands.add_parser(name, help=schema.__doc__, description=schema.__doc__)
+    for name, usage in USAGE.items():
+        tool = commands.add_parser(name, help=usage, description=usage)
         tool.add_argument("options", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
@@ -70,11 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(
                 format_listing(KIND_BY_WORD.get(args.kind) if args.kind else None, args.filter, args.check)
             )
+        elif args.command == "compare":
+            words = [w if "=" in w else f"path={w}" for w in args.options]  # genkit compare DIR
+            sys.stdout.write(compare.compare(tools.parse(compare.CompareOptions, words)))
         else:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
             getattr(tools, args.command)(args.options)
     except UsageError as error:
-        sys.stderr.write(f"genkit: {error}. Usage: {TOOLS[args.command].__doc__}\n")
+        sys.stderr.write(f"genkit: {error}. Usage: {USAGE[args.command]}\n")
         return 2
     except GenkitError as error:
         sys.stderr.write(f"genkit: {error}\n")
