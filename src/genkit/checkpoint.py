@@ -63,11 +63,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], DictConfig]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
         raise CheckpointError(f"checkpoint {path} cannot be read ({error.__class__.__name__}: {error})") from error
     meta = checkpoint.get("genkit") if isinstance(checkpoint, dict) else None
     if not meta:
         raise CheckpointError(f"{path} is not a genkit checkpoint (no 'genkit' section with the run's config)")
+    if "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a genkit checkpoint (no model weights, 'state_dict')")
     return checkpoint, OmegaConf.create(meta["config"])
 
 

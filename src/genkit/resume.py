@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from genkit.errors import ResumeError
+from genkit.checkpoint import read_checkpoint
+from genkit.errors import CheckpointError, ResumeError
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +78,9 @@ class ResumePoint:
     finished: dict[str, float] | None = None
 
 
-def checkpoint_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be resumed from, or None when it reads as a genkit checkpoint."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        return f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else 'unreadable'}"
-    if not isinstance(checkpoint, dict) or "genkit" not in checkpoint or "state_dict" not in checkpoint:
-        return "not a genkit training checkpoint"
-    return None
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The newest readable checkpoint in ``folder`` (``last.ckpt`` first), warning about bad ones.
+def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint in ``folder`` (``last.ckpt`` first) and the run config
+    stored in it, warning about unreadable ones.
 
     Leftovers of a write that was cut off (``.*.tmp``) are removed: the atomic write never
     renamed them over a checkpoint, so they hold nothing that was saved.
@@ -102,10 +91,12 @@ def latest_checkpoint(folder: Path) -> Path | None:
         leftover.unlink()
     candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.name != "last.ckpt", -p.stat().st_mtime))
     for path in candidates:
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return path
-        log.warning("checkpoint %s cannot be read (%s); trying the previous one", path, problem)
+        try:
+            _, stored = read_checkpoint(path)
+        except CheckpointError as error:
+            log.warning("%s; trying the previous one", error)
+            continue
+        return path, OmegaConf.to_container(stored)
     if candidates:
         raise ResumeError(
             f"no checkpoint in {folder} can be read ({', '.join(p.name for p in candidates)}); "
@@ -147,10 +138,10 @@ def checked_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
         ResumeError: ``cfg`` changes what the checkpoint was trained as, or no checkpoint
             there can be read.
     """
-    checkpoint = latest_checkpoint(run_dir / "checkpoints")
-    if checkpoint is None:
+    found = latest_checkpoint(run_dir / "checkpoints")
+    if found is None:
         return None
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["genkit"]["config"]
+    checkpoint, stored = found
     changes = frozen_changes(stored, OmegaConf.to_container(cfg, resolve=True))
     if changes:
         raise ResumeError(
