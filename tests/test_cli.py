@@ -53,7 +53,7 @@ def test_default_run_trains_summarises_checkpoints_and_logs_offline(tmp_path, cl
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["encoder=convv"], "no encoder named 'convv'. Did you mean 'conv'?"),
+        (["encoder=convv"], "no encoder named 'convv'. Did you mean 'conv' or 'conv1d'?"),
         (["-m", "prior=normal,vampp"], "no prior named 'vampp'. Did you mean 'vamp'?"),
         (["encoder.latent_dim=3"], "encoder.latent_dim is wired by genkit; remove it and set model.latent_dim"),
     ],
@@ -105,17 +105,18 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, cli_env):
     assert all((sweep / str(i) / "metrics.json").is_file() for i in (0, 1))
 
 
-def test_seed_makes_a_cpu_run_reproducible(tmp_path, cli_env):
-    def metrics(seed: int, name: str) -> dict:
+def test_seed_makes_a_cpu_run_reproducible_and_compiling_changes_nothing(tmp_path, cli_env):
+    def metrics(seed: int, name: str, *extra: str) -> dict:
         out = tmp_path / name
-        result = run(
-            [*script("genkit-train"), f"seed={seed}", "logger=none", *FAST, f"hydra.run.dir={out}"], cli_env, tmp_path
-        )
+        args = [f"seed={seed}", "logger=none", *FAST, f"hydra.run.dir={out}", *extra]
+        result = run([*script("genkit-train"), *args], cli_env, tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         return json.loads((out / "metrics.json").read_text())["metrics"]
 
-    first, again, other = metrics(3, "a"), metrics(3, "b"), metrics(4, "c")
+    # compile=eager: the steps go through torch.compile (TorchDynamo) without code generation
+    first, again, other = metrics(3, "a"), metrics(3, "b", "compile=eager"), metrics(4, "c")
     assert first == again and first != other
+    assert genkit.load(tmp_path / "b" / "checkpoints" / "last.ckpt").sample(2).shape == (2, 1, 8, 8)
 
 
 def test_hydra_flags_and_the_seed_experiment_compose(tmp_path, cli_env):

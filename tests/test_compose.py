@@ -26,19 +26,43 @@ def config(data: str = "digits", **parts: str) -> dict:
 
 
 def data_spec(name: str) -> DataSpec:
-    return registry("data").get(name).cls().spec  # specs never read data
+    cls = registry("data").get(name).cls
+    return cls.probe_spec() or cls().spec  # neither reads data
+
+
+def fits(kind: str, name: str, spec: DataSpec) -> bool:
+    return registry(kind).get(name).cls.incompatibility(spec) is None
 
 
 COMBINATIONS = [
     (data, enc, dec, prior, lik)
-    for data, enc, dec, prior, lik in itertools.product(
-        registry("data").names(),
+    for data in registry("data").names()
+    for enc, dec, prior, lik in itertools.product(
         registry("encoder").names(),
         registry("decoder").names(),
         registry("prior").names(),
         registry("likelihood").names(),
     )
+    if all(
+        fits(kind, name, data_spec(data))
+        for kind, name in zip(("encoder", "decoder", "prior", "likelihood"), (enc, dec, prior, lik), strict=True)
+    )
 ]
+
+
+def example_batch(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Three examples: values in [0, 1], or token sentences of different lengths with their mask."""
+    if spec.support != "categorical":
+        return torch.rand(3, *spec.event_shape), None
+    lengths = torch.tensor([spec.event_shape[0], 5, 3])
+    mask = torch.arange(spec.event_shape[0]) < lengths[:, None]
+    tokens = torch.randint(4, int(spec.extra["vocab_size"]), (3, spec.event_shape[0])) * mask
+    return tokens, mask
+
+
+def test_every_modality_has_compatible_combinations():
+    modalities = {data_spec(data).modality for data, *_ in COMBINATIONS}
+    assert {"image", "text"} <= modalities
 
 
 @pytest.mark.parametrize(("data", "encoder", "decoder", "prior", "likelihood"), COMBINATIONS)
@@ -48,15 +72,19 @@ def test_every_part_composes_with_every_compatible_data(data, encoder, decoder, 
     if prior == "vamp":
         cfg.prior.pseudo_inputs = 8
     model = build_model(cfg, spec, data)
-    x = torch.rand(3, *spec.event_shape)
-    terms = model.elbo_terms(x)
+    x, mask = example_batch(spec)
+    terms = model.elbo_terms(x, mask)
     loss = model.loss(terms, 1.0)
     loss.backward()
     assert terms.log_px.shape == (1, 3) and terms.kl.shape == (3,) and torch.isfinite(loss)
     grads = [p.grad for p in model.encoder.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert model.sample(2).shape == (2, *spec.event_shape)
-    assert model.reconstruct(x).shape == x.shape
+    if mask is None:
+        assert model.sample(2).shape == (2, *spec.event_shape)
+        assert model.reconstruct(x).shape == x.shape
+    else:
+        assert model.sample(2).shape[0] == 2 and model.sample(2).shape[1] <= spec.event_shape[0]
+        assert model.reconstruct(x, mask).shape[0] == 3
 
 
 def test_predicted_sigma_doubles_the_decoders_output_channels():

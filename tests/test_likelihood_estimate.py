@@ -86,6 +86,7 @@ def test_chunking_bounds_memory_without_changing_the_estimate(ppca):
     torch.manual_seed(4)
     whole = model.log_likelihood(x, k=300)
     torch.manual_seed(4)
-    chunked = model.log_likelihood(x, k=300, max_decoded=64 * 7)  # 7 samples per chunk, last chunk short
+    per_example = math.prod(model.likelihood.param_shape)
+    chunked = model.log_likelihood(x, k=300, max_decoded_values=64 * 7 * per_example)  # 7 samples per chunk, last short
     assert torch.allclose(whole, chunked, atol=0.05)
     assert math.isfinite(chunked.sum().item())

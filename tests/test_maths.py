@@ -133,3 +133,30 @@ def test_slerp_follows_the_great_circle():
     torch.testing.assert_close(path[-1], b)
     torch.testing.assert_close(path.norm(dim=1), torch.full((5,), 3.0))  # linear would dip to 2.12 midway
     torch.testing.assert_close(slerp(a, 2 * a, t)[2], 1.5 * a)  # parallel latents: linear
+
+
+def test_mutual_information_estimate_spans_zero_to_log_batch():
+    from genkit.model import ELBOTerms, mutual_information
+
+    def estimate(loc: torch.Tensor, scale: float) -> float:
+        q = Independent(Normal(loc, torch.full_like(loc, scale)), 1)
+        z = q.rsample((1,))
+        return float(mutual_information(ELBOTerms(q, z, torch.zeros(1, len(loc)), torch.zeros(len(loc)), None, None)))
+
+    torch.manual_seed(0)
+    assert abs(estimate(torch.zeros(512, 2), 1.0)) < 0.15, "one posterior for every x: z says nothing about x"
+    separated = estimate(torch.randn(512, 2) * 100, 0.01)
+    assert separated == pytest.approx(math.log(512), abs=0.15), "disjoint posteriors: z identifies x among B"
+
+
+def test_categorical_likelihood_counts_only_real_tokens():
+    from genkit.likelihoods import TokenSequence
+
+    logits = torch.randn(2, 4, 7)
+    x = torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])
+    mask = x != 0
+    expected = -(F.cross_entropy(logits.transpose(1, 2), x, reduction="none") * mask).sum(1)
+    torch.testing.assert_close(TokenSequence(logits, mask).log_prob(x), expected)
+    changed = logits.clone()
+    changed[~mask] = torch.randn(int((~mask).sum()), 7) * 10
+    torch.testing.assert_close(TokenSequence(changed, mask).log_prob(x.masked_fill(~mask, 6)), expected)

@@ -99,11 +99,12 @@ def test_wrong_base_and_bad_names_are_refused():
 
 def test_unknown_name_lists_choices_and_suggests():
     with pytest.raises(
-        UnknownPartError, match=r"no encoder named 'convv'\. Did you mean 'conv'\?.*conv, mlp \(genkit\)"
+        UnknownPartError, match=r"no encoder named 'convv'\. Did you mean 'conv' or 'conv1d'\?.*conv, conv1d, .*genkit"
     ):
         registry("encoder").get("convv")
 
 
 def test_list_parts_filters_with_wildcards():
-    assert [e.name for e in list_parts("encoder", "c*")] == ["conv"]
+    assert [e.name for e in list_parts("encoder", "c*")] == ["conv", "conv1d"]
+    assert [e.name for e in list_parts("encoder", "conv?d")] == ["conv1d"]
     assert {e.kind for e in list_parts(pattern="mlp")} == {"encoder", "decoder"}

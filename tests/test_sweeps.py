@@ -81,3 +81,13 @@ def test_compare_tables_a_sweep_sorted_by_the_objective_with_the_failed_job_mark
     assert bad.returncode == 2 and "sort=val/nope: no job logged that metric" in bad.stderr
     missing = run([*script("genkit"), "compare", str(tmp_path / "nowhere")], cli_env, tmp_path)
     assert missing.returncode == 2 and "there is no such folder" in missing.stderr
+
+
+def test_a_sweep_job_that_cannot_compose_stops_the_sweep_before_any_job_starts(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "encoder=conv,mlp", "encoder.channels=[8]", *TINY, f"hydra.sweep.dir={sweep}"]
+    result = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert result.returncode == 2
+    assert "sweep job 1 of 2 (encoder=mlp encoder.channels=[8]" in result.stderr
+    assert "Key 'channels' not in 'encoder_mlp'" in result.stderr and "Traceback" not in result.stderr
+    assert not sweep.exists(), "job 0 (conv, which has channels) must not have run"

@@ -7,6 +7,7 @@ from genkit import (  # noqa: F401
     likelihoods,
     posteriors,
     priors,
+    sequences,
 )
 from genkit.plugins import store_model_config
 

@@ -21,68 +21,164 @@ log = logging.getLogger(__name__)
 MEDIA_SEED = 0
 
 
-class ImageMedia(Callback):
-    """Each validation epoch: inputs above reconstructions, and prior samples, as image grids.
+class Media(Callback):
+    """Each validation epoch, what the model makes of data: inputs beside reconstructions, and prior samples.
 
-    Logged to W&B (``val/reconstructions``, ``val/samples``) on rank zero; the last
-    epoch's grids are also written as PNG files in the run folder. Sampling runs in a
-    forked RNG, so turning media on or off does not change training.
+    Images: grids (``val/reconstructions``, ``val/samples``). Text: tables of input ->
+    reconstruction pairs and of sampled sentences (greedy decoding from z; the console
+    shows a few each epoch). Audio: clips to listen to (``val/audio/inputs``,
+    ``val/audio/reconstructions``, ``val/audio/samples``; log-mel turned into sound by
+    Griffin-Lim) and their spectrograms as grids. Logged to W&B on rank zero; at the end of
+    training the last grids are written as PNG files, the sentences as ``samples.txt``, the
+    clips as WAV files under ``audio/``, in the run folder.
+    Sampling runs in a forked RNG, so turning media on or off does not change training.
 
     Args:
         every_n_epochs: log every this many validation epochs.
-        n: number of examples and samples per grid.
+        n: number of examples and samples.
+        n_audio: number of audio clips of each kind (Griffin-Lim takes a moment per clip).
     """
 
-    def __init__(self, every_n_epochs: int = 1, n: int = 16) -> None:
+    def __init__(self, every_n_epochs: int = 1, n: int = 16, n_audio: int = 8) -> None:
         self.every_n_epochs = every_n_epochs
         self.n = n
-        self.inputs: Tensor | None = None
+        self.n_audio = n_audio
+        self.inputs: dict[str, Tensor] | None = None
 
     def on_validation_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
     ) -> None:  # noqa: ANN001
         if batch_idx == 0 and self.inputs is None:
-            self.inputs = batch["x"][: self.n].detach()
+            self.inputs = {k: v[: self.n].detach() for k, v in batch.items() if k in ("x", "mask")}
+
+    def outputs(self, pl_module: LightningModule) -> tuple[Tensor, Tensor]:
+        """Reconstructions of the kept inputs and as many prior samples, drawn with a fixed seed."""
+        x, mask = self.inputs["x"], self.inputs.get("mask")
+        devices = [x.device] if x.device.type == "cuda" else []
+        training = pl_module.training
+        pl_module.eval()  # no dropout: what a reloaded model would produce
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(MEDIA_SEED)
+                return pl_module.reconstruct(x, mask), pl_module.sample(len(x))
+        finally:
+            pl_module.train(training)
 
     def grids(self, pl_module: LightningModule) -> dict[str, Tensor]:
         from torchvision.utils import make_grid
 
-        x = self.inputs
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(MEDIA_SEED)
-            recon = pl_module.reconstruct(x).clamp(0, 1)
-            samples = pl_module.sample(len(x)).clamp(0, 1)
+        x = self.inputs["x"]
+        recon, samples = (t.clamp(0, 1).float() for t in self.outputs(pl_module))
         return {
-            "val/reconstructions": make_grid(torch.cat([x.float(), recon.float()]), nrow=len(x), pad_value=1.0),
-            "val/samples": make_grid(samples.float(), nrow=int(len(x) ** 0.5) or 1, pad_value=1.0),
+            "val/reconstructions": make_grid(torch.cat([x.float(), recon]), nrow=len(x), pad_value=1.0),
+            "val/samples": make_grid(samples, nrow=int(len(x) ** 0.5) or 1, pad_value=1.0),
         }
 
+    def sentences(self, pl_module: LightningModule) -> dict[str, list[str]]:
+        from genkit.data.text import decode_tokens
+
+        spec = pl_module.spec
+        recon, samples = self.outputs(pl_module)
+        return {
+            "input": decode_tokens(spec, self.inputs["x"], self.inputs.get("mask")),
+            "reconstruction": decode_tokens(spec, recon),
+            "sample": decode_tokens(spec, samples),
+        }
+
+    def sounds(self, pl_module: LightningModule) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Spectrogram grids (inputs over reconstructions; samples) and the clips as waveforms."""
+        from torchvision.utils import make_grid
+
+        from genkit.audio import spectrogram_images
+
+        features = pl_module.audio
+        x = self.inputs["x"][: self.n_audio]
+        recon, samples = self.outputs(pl_module)
+        recon, samples = recon[: len(x)], samples[: len(x)]
+        images = [spectrogram_images(features, t) for t in (x, recon, samples)]
+        grids = {
+            "val/reconstructions": make_grid(torch.cat(images[:2]), nrow=len(x), pad_value=1.0),
+            "val/samples": make_grid(images[2], nrow=len(x), pad_value=1.0),
+        }
+        clips = {
+            name: features.to_audio(t) for name, t in (("inputs", x), ("reconstructions", recon), ("samples", samples))
+        }
+        return grids, clips
+
+    @staticmethod
+    def kind(pl_module: LightningModule) -> str | None:
+        """``text``, ``audio`` (genkit's audio settings), ``image`` ([C, H, W]) or None: nothing to show."""
+        spec = pl_module.spec
+        if spec.modality == "text":
+            return "text"
+        if pl_module.audio is not None:
+            return "audio"
+        return "image" if spec.modality == "image" and len(spec.event_shape) == 3 else None
+
+    def due(self, trainer: Trainer, pl_module: LightningModule) -> bool:
+        return (
+            trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+            and trainer.is_global_zero
+            and self.inputs is not None
+            and self.kind(pl_module) is not None
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (
-            trainer.sanity_checking
-            or not trainer.is_global_zero
-            or self.inputs is None
-            or pl_module.spec.modality != "image"
-            or (trainer.current_epoch + 1) % self.every_n_epochs
-        ):
+        if not self.due(trainer, pl_module):
             return
         loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if self.kind(pl_module) == "text":
+            texts = self.sentences(pl_module)
+            log.info("epoch %d samples from the prior:\n  %s", trainer.current_epoch, "\n  ".join(texts["sample"][:3]))
+            for logger in loggers:
+                pairs = [[a, b] for a, b in zip(texts["input"], texts["reconstruction"])]
+                step = trainer.global_step
+                logger.log_text("val/reconstructions", columns=["input", "reconstruction"], data=pairs, step=step)
+                logger.log_text("val/samples", columns=["sample"], data=[[t] for t in texts["sample"]], step=step)
+            return
         if not loggers:
             return
         import wandb
 
-        images = {key: wandb.Image(grid.cpu()) for key, grid in self.grids(pl_module).items()}
+        if self.kind(pl_module) == "audio":
+            grids, clips = self.sounds(pl_module)
+            rate = pl_module.audio.settings.sample_rate
+            media: dict[str, Any] = {key: wandb.Image(grid) for key, grid in grids.items()}
+            for name, waves in clips.items():
+                media[f"val/audio/{name}"] = [
+                    wandb.Audio(wave, sample_rate=rate, caption=f"{name} {i}") for i, wave in enumerate(waves)
+                ]
+        else:
+            media = {key: wandb.Image(grid.cpu()) for key, grid in self.grids(pl_module).items()}
         for logger in loggers:
-            logger.log_metrics(images, step=trainer.global_step)
+            logger.log_metrics(media, step=trainer.global_step)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero or self.inputs is None or pl_module.spec.modality != "image":
+        kind = self.kind(pl_module)
+        if not trainer.is_global_zero or self.inputs is None or kind is None:
+            return
+        folder = Path(trainer.default_root_dir)
+        if kind == "text":
+            texts = self.sentences(pl_module)
+            pairs = "\n".join(f"{a}\n  -> {b}" for a, b in zip(texts["input"], texts["reconstruction"]))
+            samples = "\n".join(texts["sample"])
+            (folder / "samples.txt").write_text(f"# prior samples\n{samples}\n\n# input -> reconstruction\n{pairs}\n")
             return
         from torchvision.utils import save_image
 
-        for key, grid in self.grids(pl_module).items():
-            save_image(grid, Path(trainer.default_root_dir) / f"{key.split('/')[-1]}.png")
+        if kind == "audio":
+            from genkit.audio import write_wavs
+
+            grids, clips = self.sounds(pl_module)
+            rate = pl_module.audio.settings.sample_rate
+            named = {f"{kind[:-1]}_{i:02d}": wave for kind, waves in clips.items() for i, wave in enumerate(waves)}
+            write_wavs(folder / "audio", named, rate)
+        else:
+            grids = self.grids(pl_module)
+        for key, grid in grids.items():
+            save_image(grid, folder / f"{key.split('/')[-1]}.png")
 
 
 class CheckpointOnInterrupt(Callback):

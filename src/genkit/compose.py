@@ -31,6 +31,8 @@ WIRING_SOURCES = {
     "seed": "the top-level `seed`",
 }
 PART_KINDS = ("likelihood", "encoder", "posterior", "prior", "decoder")
+#: The preset that chooses fitting parts for data whose modality the default parts do not serve.
+MODALITY_PRESETS = {"text": "experiment=text"}
 MODEL_EXCLUDE = ("encoder", "posterior", "prior", "decoder", "likelihood", "spec", "optimizer")
 
 
@@ -98,9 +100,11 @@ def check_compatible(entries: dict[str, Entry], data_name: str, spec: DataSpec) 
         if reason is None:
             continue
         fits = [e.name for e in registry(kind) if e.cls.incompatibility(spec) is None]
+        preset = MODALITY_PRESETS.get(spec.modality)
         raise IncompatiblePartsError(
             f"{kind} {entry.name!r} cannot be used with data {data_name!r}: it {reason}. "
             f"{PLURALS[kind].capitalize()} that fit this data: {', '.join(fits) or 'none registered'}."
+            + (f" {preset} sets fitting parts for all kinds." if preset else "")
         )
 
 

@@ -1,12 +1,14 @@
-"""Built-in decoders for fixed-size outputs: ``mlp`` and ``conv`` (transposed convolutions)."""
+"""Built-in decoders for fixed-size outputs: ``mlp``, ``conv`` (images, spectrograms) and
+``conv1d`` (waveforms), the last two by transposed convolutions."""
 
 from __future__ import annotations
 
+import math
 from math import prod
 
 from torch import Tensor, nn
 
-from genkit.encoders import halvings, mlp
+from genkit.encoders import halvings, mlp, shape_mismatch, strides_for
 from genkit.parts import Decoder, make_activation
 from genkit.registry import register_decoder
 from genkit.spec import DataSpec
@@ -61,10 +63,7 @@ class ConvDecoder(Decoder):
 
     @classmethod
     def incompatibility(cls, spec: DataSpec) -> str | None:
-        reason = super().incompatibility(spec)
-        if reason is None and len(spec.event_shape) != 3:
-            reason = f"produces [C, H, W] outputs, but the data is {spec.describe()}"
-        return reason
+        return super().incompatibility(spec) or shape_mismatch(spec, 3, "produces [C, H, W] outputs")
 
     def __init__(
         self,
@@ -95,3 +94,60 @@ class ConvDecoder(Decoder):
     def forward(self, z: Tensor, x: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         h = self.ups(self.dense(z).view(-1, *self.start))
         return h[..., : self.height, : self.width]
+
+
+@register_decoder("conv1d")
+class Conv1dDecoder(Decoder):
+    """Dense layer to a short feature sequence, then strided 1-D transposed convolutions.
+
+    ``z: [B, latent_dim] -> [B, P, L]`` for waveforms; the mirror of the ``conv1d`` encoder
+    (kernel 2s, stride s, strides chosen from the length unless given). The sequence starts
+    at ceil(L / prod(strides)) steps and is cropped to L.
+
+    Args:
+        channels: channels of the feature sequences, from the shortest outwards.
+        strides: stride of each layer (empty: chosen from the length).
+        final_length: steps the chosen strides aim at for the shortest sequence.
+        hidden: width of the dense layer after z (0: none).
+        activation: activation by name.
+    """
+
+    modalities = frozenset({"audio"})
+
+    @classmethod
+    def incompatibility(cls, spec: DataSpec) -> str | None:
+        waveform = "produces [C, L] signals (data.representation=waveform)"
+        return super().incompatibility(spec) or shape_mismatch(spec, 2, waveform)
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        latent_dim: int,
+        param_shape: tuple[int, ...],
+        *,
+        channels: list[int] = [256, 128, 64, 32],  # noqa: B006
+        strides: list[int] = [],  # noqa: B006
+        final_length: int = 16,
+        hidden: int = 256,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        if not channels:
+            raise ValueError("decoder.channels needs at least one entry")
+        out_channels, self.length = param_shape
+        strides = list(strides) or strides_for(self.length, len(channels), final_length)
+        if len(strides) != len(channels):
+            raise ValueError(f"decoder.strides needs one stride per channel entry ({len(channels)}), got {strides}")
+        self.start = (channels[0], math.ceil(self.length / prod(strides)))
+        dense: list[nn.Module] = []
+        if hidden:
+            dense += [nn.Linear(latent_dim, hidden), make_activation(activation)]
+        dense += [nn.Linear(hidden or latent_dim, prod(self.start)), make_activation(activation)]
+        self.dense = nn.Sequential(*dense)
+        ups: list[nn.Module] = []
+        for c_in, c_out, s in zip(channels, [*channels[1:], out_channels], strides):
+            ups += [nn.ConvTranspose1d(c_in, c_out, 2 * s, stride=s, padding=s // 2), make_activation(activation)]
+        self.ups = nn.Sequential(*ups[:-1])  # no activation on the likelihood's parameters
+
+    def forward(self, z: Tensor, x: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        return self.ups(self.dense(z).view(-1, *self.start))[..., : self.length]

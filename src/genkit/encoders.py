@@ -1,7 +1,11 @@
-"""Built-in encoders for fixed-size inputs: ``mlp`` (any shape, flattened) and ``conv`` (images)."""
+"""Built-in encoders for fixed-size inputs: ``mlp`` (any shape, flattened), ``conv`` (images,
+spectrograms) and ``conv1d`` (waveforms)."""
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
 
 from genkit.parts import Encoder, make_activation
@@ -37,6 +41,11 @@ class MLPEncoder(Encoder):
         return self.net(x.flatten(1))
 
 
+def shape_mismatch(spec: DataSpec, dims: int, needs: str) -> str | None:
+    """Why a part that ``needs`` examples of ``dims`` dimensions cannot serve ``spec``, or None."""
+    return None if len(spec.event_shape) == dims else f"{needs}, but the data is {spec.describe()}"
+
+
 def halvings(size: int, times: int) -> int:
     """Spatial size after ``times`` stride-2 convolutions (kernel 3, padding 1): ceil each time."""
     for _ in range(times):
@@ -61,10 +70,7 @@ class ConvEncoder(Encoder):
 
     @classmethod
     def incompatibility(cls, spec: DataSpec) -> str | None:
-        reason = super().incompatibility(spec)
-        if reason is None and len(spec.event_shape) != 3:
-            reason = f"needs [C, H, W] inputs, but the data is {spec.describe()}"
-        return reason
+        return super().incompatibility(spec) or shape_mismatch(spec, 3, "needs [C, H, W] inputs")
 
     def __init__(
         self,
@@ -81,6 +87,66 @@ class ConvEncoder(Encoder):
             layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), make_activation(activation)]
         flat = (channels[-1] if channels else c) * halvings(h, len(channels)) * halvings(w, len(channels))
         layers.append(nn.Flatten())
+        if hidden:
+            layers += [nn.Linear(flat, hidden), make_activation(activation)]
+        self.net = nn.Sequential(*layers)
+        self.out_features = hidden or flat
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.net(x)
+
+
+def strides_for(length: int, layers: int, final_length: int) -> list[int]:
+    """Equal strides (at least 2) taking ``length`` to about ``final_length`` in ``layers`` steps."""
+    stride = max(2, math.ceil((length / final_length) ** (1 / layers))) if layers else 2
+    return [stride] * layers
+
+
+@register_encoder("conv1d")
+class Conv1dEncoder(Encoder):
+    """Strided 1-D convolutions over a signal, then a dense layer: ``x: [B, C, L] -> [B, hidden]``.
+
+    For waveforms (``data.representation=waveform``). Each layer has kernel 2s and stride s;
+    without ``strides`` given, one stride for all layers is chosen from the length so that
+    the last layer has about ``final_length`` steps (8000 samples, 4 layers: stride 5).
+
+    Args:
+        channels: output channels of each strided convolution.
+        strides: stride of each layer (empty: chosen from the length).
+        final_length: time steps the chosen strides aim at after the last layer.
+        hidden: width of the dense layer after flattening (0: no dense layer).
+        activation: activation by name.
+    """
+
+    modalities = frozenset({"audio"})
+
+    @classmethod
+    def incompatibility(cls, spec: DataSpec) -> str | None:
+        waveform = "needs [C, L] signals (data.representation=waveform)"
+        return super().incompatibility(spec) or shape_mismatch(spec, 2, waveform)
+
+    def __init__(
+        self,
+        spec: DataSpec,
+        *,
+        channels: list[int] = [32, 64, 128, 256],  # noqa: B006
+        strides: list[int] = [],  # noqa: B006
+        final_length: int = 16,
+        hidden: int = 256,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        c, length = spec.event_shape
+        strides = list(strides) or strides_for(length, len(channels), final_length)
+        if len(strides) != len(channels):
+            raise ValueError(f"encoder.strides needs one stride per channel entry ({len(channels)}), got {strides}")
+        layers: list[nn.Module] = []
+        for c_in, c_out, s in zip([c, *channels], channels, strides):
+            layers += [nn.Conv1d(c_in, c_out, 2 * s, stride=s, padding=s // 2), make_activation(activation)]
+        layers.append(nn.Flatten())
+        convs = nn.Sequential(*layers)
+        with torch.no_grad():
+            flat = convs(torch.zeros(1, c, length)).shape[1]
         if hidden:
             layers += [nn.Linear(flat, hidden), make_activation(activation)]
         self.net = nn.Sequential(*layers)

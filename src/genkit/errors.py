@@ -73,3 +73,7 @@ class ResumeError(GenkitError):
 
 class TrainerConfigError(GenkitError):
     """Trainer settings Lightning cannot run on this machine (devices, accelerator, strategy, precision)."""
+
+
+class SweepConfigError(GenkitError):
+    """A job of a sweep cannot be composed; raised before any job starts."""

@@ -15,46 +15,42 @@ from torch import Tensor
 
 from genkit.checkpoint import model_from_checkpoint, read_checkpoint
 from genkit.errors import DataError, UsageError
-from genkit.model import ACTIVE_UNIT_THRESHOLD, VAE, posterior_mean
+from genkit.model import METRIC_LABELS, VAE
 
 log = logging.getLogger(__name__)
-
-COLUMNS = {"nelbo": "-ELBO", "rec": "rec", "kl": "KL", "nll": "NLL", "bpd": "bits/dim", "active_units": "active units"}
 
 
 @torch.no_grad()
 def evaluate(
-    model: VAE, batches: Iterable[dict[str, Tensor]], k: int, max_decoded: int, device: torch.device
+    model: VAE, batches: Iterable[dict[str, Tensor]], k: int, max_decoded_values: int, device: torch.device
 ) -> dict[str, float]:
-    """Exact means over all ``batches`` of -ELBO, rec, KL and the k-sample NLL, plus active units.
-
-    Returns nats per example; ``bpd`` (from the NLL) for images.
+    """Exact means over all ``batches`` of the metrics training logs (``VAE.summarize``) and the
+    k-sample NLL, in nats per example; bits/dim (images) and perplexity (sequences) from the NLL.
     """
     model = model.to(device).eval()
-    totals, count, moments = None, 0, None
+    totals, nll_total, tokens, count = None, 0.0, 0.0, 0
     for batch in batches:
         x, mask = batch["x"].to(device), batch["mask"].to(device) if "mask" in batch else None
-        terms = model.elbo_terms(x, mask)
-        nll = -model.log_likelihood(x, k, mask, max_decoded)
-        values = torch.stack([terms.nelbo.sum(), terms.rec.sum(), terms.kl.sum(), nll.sum()])
-        mean = posterior_mean(terms)
-        batch_moments = torch.stack([mean.sum(0), (mean * mean).sum(0)])
+        values = model.batch_sums("test", x, model.elbo_terms(x, mask), mask=mask)
         totals = values if totals is None else totals + values
-        moments = batch_moments if moments is None else moments + batch_moments
+        nll_total += float(-model.log_likelihood(x, k, mask, max_decoded_values).sum())
+        tokens += float(mask.sum()) if mask is not None else 0.0
         count += len(x)
     if not count:
         raise DataError("the evaluation split is empty")
-    metrics = dict(zip(("nelbo", "rec", "kl", "nll"), (totals / count).tolist()))
-    mu, mu2 = moments / count
-    metrics["active_units"] = float(((mu2 - mu * mu) > ACTIVE_UNIT_THRESHOLD).sum())
+    metrics = {name: float(value) for name, value in model.summarize("test", totals, count).items()}
+    metrics["nll"] = nll_total / count
+    metrics.pop("iwae_ppl", None)
     if model.spec.modality == "image":
         metrics["bpd"] = metrics["nll"] / (model.spec.numel * math.log(2))
+    if tokens:
+        metrics["ppl"] = math.exp(nll_total / tokens)
     return metrics
 
 
 def table(split: str, metrics: dict[str, float], k: int) -> str:
-    columns = [c for c in COLUMNS if c in metrics]
-    head = "".join(f"{COLUMNS[c] + (f' (k={k})' if c == 'nll' else ''):>16}" for c in columns)
+    columns = [c for c in METRIC_LABELS if c in metrics]
+    head = "".join(f"{METRIC_LABELS[c] + (f' (k={k})' if c == 'nll' else ''):>16}" for c in columns)
     return f"{'':8}{head}\n{split:<8}" + "".join(f"{metrics[c]:>16.4f}" for c in columns)
 
 
@@ -85,6 +81,11 @@ def checkpoint_data(run_cfg: DictConfig, model: VAE, changes: dict | DictConfig)
             f"data {data_name!r} gives {datamodule.spec.describe()}, but the model was trained on "
             f"{model.spec.describe()}; point data.* at the data it was trained on"
         )
+    if datamodule.spec.extra.get("tokenizer") != model.spec.extra.get("tokenizer"):
+        raise DataError(
+            f"data {data_name!r} builds another vocabulary than the model's (its tokenizer is fitted on the "
+            "training split); point data.path at the corpus the model was trained on"
+        )
     datamodule.setup()
     return datamodule, data_name
 
@@ -102,7 +103,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu" if cfg.device == "auto" else cfg.device
     )
     batches = getattr(datamodule, f"{cfg.split}_dataloader")()
-    metrics = evaluate(model, batches, k, int(cfg.nll.max_decoded), device)
+    metrics = evaluate(model, batches, k, int(cfg.nll.max_decoded_values), device)
     log.info("%s of %s (k=%d importance samples)\n%s", cfg.split, cfg.ckpt, k, table(cfg.split, metrics, k))
     ckpt = Path(cfg.ckpt)
     out = ckpt.with_name(f"{ckpt.stem}.{cfg.split}.eval.json")

@@ -1,4 +1,4 @@
-"""Likelihoods p(x|z): Bernoulli (BCE) and Gaussian (MSE with fixed sigma, or learned sigma)."""
+"""Likelihoods p(x|z): Bernoulli (BCE), Gaussian (MSE with fixed sigma, or learned sigma), categorical (tokens)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 
 from genkit.parts import Likelihood
 from genkit.registry import register_likelihood
@@ -85,3 +85,45 @@ class GaussianLikelihood(Likelihood):
             loc, raw = params, self.raw_sigma
         sigma = nn.functional.softplus(raw) + self.min_sigma
         return Independent(Normal(loc, sigma.expand_as(loc)), self.event_dims)
+
+
+class TokenSequence(Distribution):
+    """Independent categoricals over the steps of token sequences; padding counts for nothing.
+
+    batch ``[B]``, event ``[T]``; ``log_prob(x)`` sums ``log p(x_t)`` over the real steps
+    (``mask``), so a sentence scores the same however much padding its batch carries.
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, logits: Tensor, mask: Tensor | None = None) -> None:
+        self.logits, self.mask = logits, mask
+        super().__init__(batch_shape=logits.shape[:-2], event_shape=logits.shape[-2:-1], validate_args=False)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        log_p = -nn.functional.cross_entropy(self.logits.flatten(0, -2), value.flatten(), reduction="none")
+        log_p = log_p.view(value.shape)
+        return (log_p if self.mask is None else log_p * self.mask).sum(-1)
+
+    @property
+    def mode(self) -> Tensor:
+        """The most likely token at every step ``[B, T]``."""
+        return self.logits.argmax(-1)
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> Tensor:
+        return Categorical(logits=self.logits).sample(torch.Size(sample_shape))
+
+
+@register_likelihood("categorical")
+class CategoricalLikelihood(Likelihood):
+    """A categorical over the vocabulary at every step of a token sequence: -log p(x|z) is the
+    summed cross-entropy over the real tokens (``</s>`` included), in nats per sentence."""
+
+    supports = frozenset({"categorical"})
+
+    def __init__(self, spec: DataSpec) -> None:
+        super().__init__()
+        self.param_shape = (*spec.event_shape, int(spec.extra["vocab_size"]))
+
+    def forward(self, params: Tensor, mask: Tensor | None = None) -> Distribution:
+        return TokenSequence(params, mask)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, kl_divergence
 
+from genkit.audio import AudioFeatures
 from genkit.errors import NonFiniteLossError
 from genkit.parts import Decoder, Encoder, Likelihood, Posterior, Prior
 from genkit.spec import DataSpec
@@ -28,6 +29,21 @@ from genkit.spec import DataSpec
 KL_SCHEDULES = ("constant", "linear", "cyclical")
 #: Burda et al. (2016): a latent unit is active when Cov_x(E_q[z_u]) exceeds this.
 ACTIVE_UNIT_THRESHOLD = 0.01
+
+#: Column titles of metric keys in the console tables (training summary, genkit-eval), in table order.
+METRIC_LABELS = {
+    "nelbo": "-ELBO",
+    "rec": "rec",
+    "kl": "KL",
+    "iwae": "-IWAE",
+    "nll": "NLL",
+    "bpd": "bits/dim",
+    "ppl": "perplexity",
+    "active_units": "active units",
+    "mi": "MI",
+    "mel_l1": "mel L1 (dB)",
+    "spectral_convergence": "spec. conv.",
+}
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
@@ -174,6 +190,9 @@ class VAE(L.LightningModule):
         self.encoder, self.posterior, self.prior = encoder, posterior, prior
         self.decoder, self.likelihood = decoder, likelihood
         self.spec = spec
+        #: Log-mel features of audio data (specs with genkit's audio settings), for its
+        #: reconstruction distances and for listening.
+        self.audio = AudioFeatures.of(spec) if "audio" in spec.extra else None
         self.optimizer_factory = optimizer
         self.latent_dim = latent_dim
         self.beta, self.kl_schedule, self.kl_warmup_steps = beta, kl_schedule, kl_warmup_steps
@@ -243,27 +262,45 @@ class VAE(L.LightningModule):
 
     # ------------------------------------------------------------- training
     def metric_names(self, split: str) -> tuple[str, ...]:
-        """Scalar metrics summed per batch (validation/test also sum E_q[z] and its square)."""
+        """Scalar metrics summed per batch (validation/test also sum E_q[z] and its square).
+
+        ``tokens`` counts the real elements of variable-length data (for perplexity); ``mi``
+        is the batch estimate of the mutual information I_q(x; z) times the batch size.
+        """
         names = ("nelbo", "rec", "kl") + (("iwae",) if self.iwae_k > 1 else ())
-        return names + (("loss",) if split == "train" else ())
+        names += ("tokens",) if self.spec.variable_length else ()
+        if split == "train":
+            return names + ("loss",)
+        return names + ("mi",) + (("mel_l1", "spectral_convergence") if self.audio is not None else ())
 
     @torch.no_grad()
-    def batch_sums(self, split: str, terms: ELBOTerms, loss: Tensor | None) -> Tensor:
-        """One vector of per-batch sums, in ``metric_names(split)`` order (no autograd bookkeeping)."""
+    def batch_sums(
+        self, split: str, x: Tensor, terms: ELBOTerms, loss: Tensor | None = None, mask: Tensor | None = None
+    ) -> Tensor:
+        """One vector of per-batch sums, in ``metric_names(split)`` order (no autograd bookkeeping).
+
+        Audio validation/test also sums the distances between each input and its reconstruction
+        from the posterior mean (mel L1 in dB, spectral convergence)."""
+        batch = terms.kl.shape[0]
         values = [terms.nelbo.sum(), terms.rec.sum(), terms.kl.sum()]
         if terms.iwae is not None:
             values.append(terms.iwae.sum())
+        if self.spec.variable_length:
+            values.append(mask.sum().to(terms.kl.dtype))
         if split == "train":
-            values.append(loss * terms.kl.shape[0])
+            values.append(loss * batch)
             return torch.stack(values)
+        values.append(mutual_information(terms) * batch)
         mean = posterior_mean(terms)
+        if self.audio is not None:
+            values += list(self.audio.distances(x, self.decode(mean).mean).sum(0))
         return torch.cat([torch.stack(values), mean.sum(0), (mean * mean).sum(0)])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         terms = self.elbo_terms(batch["x"], batch.get("mask"), self.iwae_k)
         beta = self.kl_weight(self.global_step)
         loss = self.loss(terms, beta)
-        self.sums["train"].add(self.batch_sums("train", terms, loss), len(batch["x"]))
+        self.sums["train"].add(self.batch_sums("train", batch["x"], terms, loss, batch.get("mask")), len(batch["x"]))
         self.guard_finite(loss, batch_idx)
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.log_dict({"train/loss_step": loss.detach(), "train/beta": beta}, on_step=True, on_epoch=False)
@@ -298,7 +335,7 @@ class VAE(L.LightningModule):
 
     def eval_step(self, split: str, batch: dict[str, Tensor]) -> None:
         terms = self.elbo_terms(batch["x"], batch.get("mask"), self.iwae_k)
-        self.sums[split].add(self.batch_sums(split, terms, None), len(batch["x"]))
+        self.sums[split].add(self.batch_sums(split, batch["x"], terms, mask=batch.get("mask")), len(batch["x"]))
 
     def on_train_epoch_end(self) -> None:
         self.log_epoch("train")
@@ -322,13 +359,29 @@ class VAE(L.LightningModule):
         sums.reset()
         if count == 0:
             return
-        means = dict(zip(sums.names, total[:n] / count))
+        means = self.summarize(split, total, count)
+        self.log_dict({f"{split}/{k}": v for k, v in means.items()}, prog_bar=split != "test", sync_dist=False)
+
+    def summarize(self, split: str, total: Tensor, count: Tensor | int) -> dict[str, Tensor]:
+        """Means per example of summed ``batch_sums`` over ``count`` examples, with the derived
+        metrics: active units and MI (validation/test), bits/dim (images), perplexity (sequences)."""
+        names = self.metric_names(split)
+        n = len(names)
+        means = dict(zip(names, total[:n] / count))
         if split != "train":
             mu, mu2 = (total[n:] / count).chunk(2)
             means["active_units"] = ((mu2 - mu * mu) > ACTIVE_UNIT_THRESHOLD).sum().float()
+            if not torch.isfinite(means["mi"]):  # the posterior cannot score other examples' z
+                del means["mi"]
         if self.spec.modality == "image":
             means["bpd"] = means["nelbo"] / (self.spec.numel * math.log(2))
-        self.log_dict({f"{split}/{k}": v for k, v in means.items()}, prog_bar=split != "test", sync_dist=False)
+        if "tokens" in means:  # per-token perplexity of the bound, end-of-sentence tokens included
+            tokens = total[names.index("tokens")]
+            means["ppl"] = torch.exp(total[0] / tokens)
+            if "iwae" in means:
+                means["iwae_ppl"] = torch.exp(total[names.index("iwae")] / tokens)
+            del means["tokens"]
+        return means
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
@@ -374,24 +427,36 @@ class VAE(L.LightningModule):
 
     # ------------------------------------------------------------------ use
     @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        """``n`` draws from the prior, decoded to the likelihood's mean ``[n, *event_shape]``."""
+    def sample(self, n: int, temperature: float = 1.0, **generation: Any) -> Tensor:
+        """``n`` draws from the prior, decoded to the likelihood's mean ``[n, *event_shape]``, or,
+        for an autoregressive decoder, generated token ids ``[n, L]`` (``generation``: the
+        options of its ``generate``, e.g. ``method="sample", top_p=0.9``)."""
         z = self.prior().sample((n,))
         if temperature != 1.0:
             z = z * temperature
+        return self.decode_output(z, **generation)
+
+    def decode_output(self, z: Tensor, **generation: Any) -> Tensor:
+        """What z decodes to: the likelihood's mean, or generated token ids for an autoregressive decoder."""
+        if self.decoder.autoregressive:
+            return self.decoder.generate(z, **generation)[0]
         return self.decode(z).mean
 
     @torch.no_grad()
     def log_likelihood(
-        self, x: Tensor, k: int = 1000, mask: Tensor | None = None, max_decoded: int = 1 << 16
+        self, x: Tensor, k: int = 1000, mask: Tensor | None = None, max_decoded_values: int = 1 << 26
     ) -> Tensor:
         """Importance-weighted estimate of log p(x) per example ``[B]``, in nats (Burda et al. 2016).
 
         ``log (1/k) sum_i p(x, z_i) / q(z_i | x)`` with z_i ~ q(z|x): a lower bound that
-        tightens as k grows. Samples are drawn in chunks so that at most ``max_decoded``
-        examples are decoded at once, whatever k and the batch size.
+        tightens as k grows. Samples are drawn in chunks so that the decoder never outputs more
+        than ``max_decoded_values`` numbers at once (a sentence's logits count one per token and
+        vocabulary entry), whatever k, the batch size and the vocabulary.
         """
-        chunk = max(1, min(k, max_decoded // max(1, len(x))))
+        per_example = math.prod(self.likelihood.param_shape)
+        if self.spec.variable_length:  # batches are cut to their longest sequence
+            per_example = per_example * x.shape[1] // self.spec.event_shape[0]
+        chunk = max(1, min(k, max_decoded_values // max(1, len(x) * per_example)))
         total = None
         for start in range(0, k, chunk):
             log_w = self.elbo_terms(x, mask, min(chunk, k - start), weights=True).log_w
@@ -400,14 +465,14 @@ class VAE(L.LightningModule):
         return total - math.log(k)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Mean of p(x|z) at z = the posterior mean (or a sample where it has no mean)."""
+    def reconstruct(self, x: Tensor, mask: Tensor | None = None, **generation: Any) -> Tensor:
+        """What z = the posterior mean (or a sample where it has no mean) decodes to (see ``decode_output``)."""
         q = self.encode(x, mask)
         try:
             z = q.mean
         except NotImplementedError:
             z = q.sample()
-        return self.decode(z, x, mask).mean
+        return self.decode_output(z, **generation)
 
 
 def rng_states() -> dict[str, Any]:
@@ -422,6 +487,22 @@ def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["cpu"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def mutual_information(terms: ELBOTerms) -> Tensor:
+    """Batch estimate of I_q(x; z) = E_x E_q(z|x)[log q(z|x) - log q(z)] in nats (Hoffman & Johnson 2016),
+    q(z) approximated by the batch's mixture of posteriors, as He et al. (2019) compute it.
+
+    NaN when the posterior has no entropy or cannot score other examples' z (e.g. flows).
+    """
+    q, z = terms.posterior, terms.z[0]  # z: [B, D], one sample per example
+    try:
+        log_q_cross = q.log_prob(z[:, None, :])  # [B, B]: log q(z_i | x_j)
+        entropy = q.entropy()
+    except (NotImplementedError, ValueError, RuntimeError):
+        return terms.kl.new_tensor(float("nan"))
+    log_aggregate = torch.logsumexp(log_q_cross, 1) - math.log(len(z))
+    return -entropy.mean() - log_aggregate.mean()
 
 
 def posterior_mean(terms: ELBOTerms) -> Tensor:

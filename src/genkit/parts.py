@@ -44,7 +44,9 @@ class Part(nn.Module, ABC):
 class Encoder(Part):
     """``x: [B, *event_shape] (mask: [B, T]) -> features: [B, out_features]``.
 
-    Constructed with ``spec``; must set ``self.out_features``.
+    Constructed with ``spec``; must set ``self.out_features``. For variable-length data
+    (``spec.variable_length``) ``mask`` marks the real steps, and a batch's time dimension
+    may be shorter than ``event_shape[0]`` (the maximum): batches are cut to their longest member.
     """
 
     out_features: int
@@ -100,7 +102,9 @@ class Decoder(Part):
     """``z: [B, latent_dim] -> params: [B, *param_shape]``.
 
     Constructed with ``spec``, ``latent_dim`` and ``param_shape``. Autoregressive
-    decoders read ``x`` (teacher forcing) and set ``autoregressive = True``.
+    decoders read ``x`` (teacher forcing; the output's time dimension is then ``x``'s),
+    set ``autoregressive = True`` and provide ``generate(z) -> (ids, mask)`` for sampling
+    (``genkit.sequences.SequenceDecoder`` implements it given ``start`` and ``run``).
     """
 
     autoregressive: ClassVar[bool] = False

@@ -13,20 +13,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from genkit import plugins
-from genkit.compose import build_data, build_model, compose, train_config
+from genkit.compose import PART_KINDS, build_data, build_model, compose, entry_for, train_config
 from genkit.contract import describe
 from genkit.errors import GenkitError, IncompatiblePartsError, PartContractError
 from genkit.model import VAE
 from genkit.registry import KINDS, registry
+from genkit.spec import DataSpec
 
 
 def probe_part(kind: str, name: str) -> tuple[str, str]:
-    """Build a model around a registered model part, with genkit's default other parts, on the
-    default data module, else the first registered one it fits; no data is read. Returns ``(status, detail)``:
-    ``("ok", data name)``, ``("broken", the error)`` or ``("unchecked", why)``.
+    """Build a model around a registered model part on the default data module, else the first
+    registered one it fits, with the default other parts or, where those cannot serve that data,
+    the first registered ones that can; no data is read (``DataModule.probe_spec``). Returns
+    ``(status, detail)``: ``("ok", data name)``, ``("broken", the error)`` or ``("unchecked", why)``.
     This is what ``genkit list --check`` shows.
     """
     default = registry("data").by_target(train_config().data._target_).name
@@ -34,13 +36,30 @@ def probe_part(kind: str, name: str) -> tuple[str, str]:
         try:
             cfg = train_config([f"data={data}", f"{kind}={name}"])
             datamodule, data_name = build_data(cfg)
-            build_model(cfg, datamodule.spec, data_name)
+            spec = type(datamodule).probe_spec() or datamodule.spec
+            if entry_for(kind, cfg[kind]).cls.incompatibility(spec) is not None:
+                continue
+            cfg = train_config([f"data={data}", f"{kind}={name}", *fitting_parts(cfg, spec, kind)])
+            build_model(cfg, spec, data_name)
         except IncompatiblePartsError:
             continue
         except GenkitError as error:
             return "broken", str(error)
         return "ok", data
-    return "unchecked", "no registered data module fits it together with the default parts"
+    return "unchecked", "no registered data module fits it together with the other registered parts"
+
+
+def fitting_parts(cfg: DictConfig, spec: DataSpec, keep: str) -> list[str]:
+    """Overrides replacing each configured part (but ``keep``) that cannot serve ``spec`` by the
+    first registered one that can."""
+    overrides = []
+    for kind in PART_KINDS:
+        if kind == keep or entry_for(kind, cfg[kind]).cls.incompatibility(spec) is None:
+            continue
+        fits = [entry.name for entry in registry(kind) if entry.cls.incompatibility(spec) is None]
+        if fits:
+            overrides.append(f"{kind}={fits[0]}")
+    return overrides
 
 
 def check_part(
@@ -76,12 +95,15 @@ def check_part(
     torch.manual_seed(int(cfg.seed))
     datamodule, model = compose(cfg)  # contracts checked here
     datamodule.setup("fit")
-    batches = iter(datamodule.train_dataloader())
+    loader = datamodule.train_dataloader()
     optimizer = model.configure_optimizers()
     part = model if kind == "data" else getattr(model, kind)
     who = f"data {name!r}" if kind == "data" else describe(kind, part)
+    batches = iter(())
     for _ in range(steps):
-        batch = next(batches)
+        batch = next(batches, None) or next(batches := iter(loader), None)
+        if batch is None:
+            raise PartContractError(f"{who}: the training split gives no batch (fewer examples than one batch?)")
         optimizer.zero_grad()
         loss = model.loss(model.elbo_terms(batch["x"], batch.get("mask")), beta=1.0)
         if not torch.isfinite(loss):
@@ -100,12 +122,18 @@ def check_part(
 
 
 def check_use(model: VAE, batch: dict[str, torch.Tensor], who: str) -> None:
-    """Sampling and reconstruction give examples shaped like the data."""
+    """Sampling and reconstruction give examples shaped like the data (generated sequences: at
+    most the data's length)."""
     event = tuple(model.spec.event_shape)
     x, mask = batch["x"][:4], batch.get("mask")
     mask = None if mask is None else mask[:4]
     for what, value in (("sample(4)", model.sample(4)), ("reconstruct(x)", model.reconstruct(x, mask))):
-        if tuple(value.shape) != (4, *event):
+        shape = tuple(value.shape)
+        if model.decoder.autoregressive:
+            fits = len(shape) == 1 + len(event) and shape[0] == 4 and 1 <= shape[1] <= event[0]
+        else:
+            fits = shape == (4, *event)
+        if not fits:
             raise PartContractError(f"{who}: {what} gave shape {list(value.shape)}, expected {[4, *event]}")
 
 

@@ -17,6 +17,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from genkit.checkpoint import load, model_from_checkpoint, read_checkpoint
+from genkit.data.text import decode_tokens
 from genkit.errors import UsageError
 from genkit.evaluate import check_count, check_split, checkpoint_data
 
@@ -25,13 +26,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SampleOptions:
-    """genkit sample ckpt=PATH [n=64] [temperature=1.0] [seed=0] [out=FILE]"""
+    """genkit sample ckpt=PATH [n=64] [temperature=1] [out=FILE] [method=greedy] [top_p=1] [token_temperature=1]"""
 
     ckpt: str = MISSING  # the checkpoint
     n: int = 64  # number of prior samples
     temperature: float = 1.0  # scales z ~ p(z): below 1 gives more typical, less varied samples
-    seed: int = 0  # seeds the draws
-    out: str = ""  # output file; default: <checkpoint>.samples.png beside it
+    seed: int = 0  # seeds the draws (option seed=N)
+    out: str = (
+        ""  # output file; default: <checkpoint>.samples.png (text: .samples.txt; audio: a folder of WAVs) beside it
+    )
+    method: str = "greedy"  # text: greedy (most likely word) or sample (drawn word by word)
+    top_p: float = 1.0  # text, method=sample: draw from the smallest set of words holding this mass (nucleus)
+    token_temperature: float = 1.0  # text, method=sample: softmax temperature of each word draw
 
 
 @dataclass
@@ -42,7 +48,9 @@ class ReconstructOptions:
     n: int = 16  # examples to reconstruct (the first n of the split)
     split: str = "test"  # train | val | test
     seed: int = 0  # seeds the data module's binarisation, if any
-    out: str = ""  # output file; default: <checkpoint>.reconstructions.png beside it
+    out: str = (
+        ""  # output file; default: <checkpoint>.reconstructions.png (text: .txt; audio: a folder of WAVs) beside it
+    )
     data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
 
 
@@ -57,7 +65,9 @@ class InterpolateOptions:
     steps: int = 8  # decoded points between (and including) the two latents
     path: str = "both"  # linear | slerp (spherical, White 2016) | both (one row each)
     seed: int = 0  # seeds the data module's binarisation, if any
-    out: str = ""  # output file; default: <checkpoint>.interpolation.png beside it
+    out: str = (
+        ""  # output file; default: <checkpoint>.interpolation.png (text: .txt; audio: a folder of WAVs) beside it
+    )
     data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
 
 
@@ -85,15 +95,42 @@ def parse(schema: type, words: list[str]) -> Any:
     return options
 
 
-def default_output(ckpt: str, out: str, name: str) -> Path:
-    path = Path(out) if out else Path(ckpt).with_name(f"{Path(ckpt).stem}.{name}.png")
+def default_output(ckpt: str, out: str, name: str, suffix: str = ".png") -> Path:
+    path = Path(out) if out else Path(ckpt).with_name(f"{Path(ckpt).stem}.{name}{suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def require_images(model: Any, command: str) -> None:
-    if model.spec.modality != "image":
-        raise UsageError(f"genkit {command} writes image grids; this model is for {model.spec.describe()}")
+def require_writable(model: Any, command: str) -> None:
+    """Refuse models whose outputs genkit cannot write: images [C, H, W], text and genkit's audio only."""
+    spec = model.spec
+    if spec.modality == "text" or model.audio is not None or (spec.modality == "image" and len(spec.event_shape) == 3):
+        return
+    raise UsageError(
+        f"genkit {command} writes images, text or audio made by genkit's data modules; "
+        f"this model is for {spec.describe()}: use it from Python (genkit.load)"
+    )
+
+
+def write_audio(ckpt: str, out: str, name: str, model: Any, rows: dict[str, torch.Tensor]) -> Path:
+    """Audio examples as WAV files in a folder (``<checkpoint>.<name>/`` by default), one file
+    per example, and their log-mel spectrograms, one row per entry of ``rows``, as ``spectrograms.png``."""
+    from torchvision.utils import save_image
+
+    from genkit.audio import spectrogram_images, write_wavs
+
+    folder = Path(out) if out else Path(ckpt).with_name(f"{Path(ckpt).stem}.{name}")
+    clips = {f"{row}_{i:03d}": wave for row, x in rows.items() for i, wave in enumerate(model.audio.to_audio(x))}
+    write_wavs(folder, clips, model.audio.settings.sample_rate)
+    images = torch.cat([spectrogram_images(model.audio, x) for x in rows.values()])
+    save_image(images, folder / "spectrograms.png", nrow=len(next(iter(rows.values()))), pad_value=1.0)
+    return folder
+
+
+def write_text(ckpt: str, out: str, name: str, lines: list[str]) -> Path:
+    path = default_output(ckpt, out, name, ".txt")
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def sample(words: list[str]) -> Path:
@@ -103,8 +140,23 @@ def sample(words: list[str]) -> Path:
     options = parse(SampleOptions, words)
     check_count("n", options.n, "samples to draw")
     model = load(options.ckpt)
-    require_images(model, "sample")
+    require_writable(model, "sample")
     torch.manual_seed(options.seed)
+    if model.spec.modality == "text":
+        generation = {"method": options.method, "top_p": options.top_p, "token_temperature": options.token_temperature}
+        try:
+            ids = model.sample(options.n, options.temperature, **generation)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        out = write_text(options.ckpt, options.out, "samples", decode_tokens(model.spec, ids))
+        log.info("%d sentences (%s decoding) written to %s", options.n, options.method, out)
+        return out
+    if model.audio is not None:
+        out = write_audio(
+            options.ckpt, options.out, "samples", model, {"sample": model.sample(options.n, options.temperature)}
+        )
+        log.info("%d samples (temperature %s) written to %s as WAV files", options.n, options.temperature, out)
+        return out
     images = model.sample(options.n, options.temperature).clamp(0, 1)
     out = default_output(options.ckpt, options.out, "samples")
     save_image(images, out, nrow=math.ceil(math.sqrt(options.n)), pad_value=1.0)
@@ -121,10 +173,22 @@ def reconstruct(words: list[str]) -> Path:
     check_split(options.split)
     checkpoint, run_cfg = read_checkpoint(options.ckpt)
     model = model_from_checkpoint(checkpoint, run_cfg, options.ckpt)
-    require_images(model, "reconstruct")
+    require_writable(model, "reconstruct")
     run_cfg.seed = options.seed
     datamodule, _ = checkpoint_data(run_cfg, model, options.data)
     x = datamodule.splits[options.split]["x"][: options.n].cpu()
+    if model.spec.modality == "text":
+        mask = datamodule.splits[options.split]["mask"][: options.n].cpu()
+        inputs, outputs = decode_tokens(model.spec, x, mask), decode_tokens(model.spec, model.reconstruct(x, mask))
+        lines = [f"{a}\n  -> {b}" for a, b in zip(inputs, outputs)]
+        out = write_text(options.ckpt, options.out, "reconstructions", lines)
+        log.info("%d %s sentences and their greedy reconstructions written to %s", len(x), options.split, out)
+        return out
+    if model.audio is not None:
+        rows = {"input": x, "reconstruction": model.reconstruct(x)}
+        out = write_audio(options.ckpt, options.out, "reconstructions", model, rows)
+        log.info("%d %s clips and their reconstructions written to %s as WAV files", len(x), options.split, out)
+        return out
     images = torch.cat([x, model.reconstruct(x).clamp(0, 1)])
     out = default_output(options.ckpt, options.out, "reconstructions")
     save_image(images, out, nrow=len(x), pad_value=1.0)
@@ -157,18 +221,35 @@ def interpolate(words: list[str]) -> Path:
         raise UsageError(f"path must be linear, slerp or both, got {options.path!r}")
     checkpoint, run_cfg = read_checkpoint(options.ckpt)
     model = model_from_checkpoint(checkpoint, run_cfg, options.ckpt)
-    require_images(model, "interpolate")
+    require_writable(model, "interpolate")
     run_cfg.seed = options.seed
     datamodule, _ = checkpoint_data(run_cfg, model, options.data)
-    x = datamodule.splits[options.split]["x"].cpu()
+    split = datamodule.splits[options.split]
+    x = split["x"].cpu()
     for name in ("a", "b"):
         if not 0 <= options[name] < len(x):
             raise UsageError(f"{name}={options[name]} is outside the {options.split} split (0 to {len(x) - 1})")
     ends = x[[options.a, options.b]]
-    z_a, z_b = model.encode(ends).mean
+    mask = split["mask"][[options.a, options.b]].cpu() if "mask" in split else None
+    z_a, z_b = model.encode(ends, mask).mean
     t = torch.linspace(0, 1, options.steps)
     paths = {"linear": torch.lerp(z_a, z_b, t[:, None]), "slerp": slerp(z_a, z_b, t)}
     rows = [paths[options.path]] if options.path != "both" else [paths["linear"], paths["slerp"]]
+    if model.spec.modality == "text":  # Bowman et al. (2016)'s homotopies: greedy decodes along the path
+        names = [options.path] if options.path != "both" else ["linear", "slerp"]
+        start, end = decode_tokens(model.spec, ends, mask)
+        lines = []
+        for name, z in zip(names, rows):
+            lines += [f"# {name}", f"   {start}", *decode_tokens(model.spec, model.decode_output(z)), f"   {end}", ""]
+        out = write_text(options.ckpt, options.out, "interpolation", lines)
+        log.info("%s path(s) between two %s sentences written to %s", options.path, options.split, out)
+        return out
+    if model.audio is not None:
+        names = [options.path] if options.path != "both" else ["linear", "slerp"]
+        paths = {name: torch.cat([ends[:1], model.decode(z).mean, ends[1:]]) for name, z in zip(names, rows)}
+        out = write_audio(options.ckpt, options.out, "interpolation", model, paths)
+        log.info("%s path(s) between two %s clips written to %s as WAV files", options.path, options.split, out)
+        return out
     images = torch.cat([torch.cat([ends[:1], model.decode(z).mean.clamp(0, 1), ends[1:]]) for z in rows])
     out = default_output(options.ckpt, options.out, "interpolation")
     save_image(images, out, nrow=options.steps + 2, pad_value=1.0)

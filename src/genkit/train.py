@@ -19,19 +19,11 @@ from genkit import plugins
 from genkit.checkpoint import AtomicCheckpointIO
 from genkit.compose import PART_KINDS, compose, entry_for
 from genkit.errors import TrainerConfigError
+from genkit.model import METRIC_LABELS
 from genkit.resume import ResumePoint, resume_point
 from genkit.tracking import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
-
-SUMMARY_COLUMNS = {
-    "nelbo": "-ELBO",
-    "rec": "rec",
-    "kl": "KL",
-    "iwae": "-IWAE",
-    "bpd": "bits/dim",
-    "active_units": "active units",
-}
 
 
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
@@ -61,8 +53,8 @@ def banner(cfg: DictConfig, datamodule: Any, data_name: str) -> str:
 
 def summary_table(metrics: dict[str, float]) -> str:
     """Rows train/val/test, columns -ELBO, rec, KL (nats per example) and the rest present."""
-    columns = [c for c in SUMMARY_COLUMNS if any(f"{s}/{c}" in metrics for s in ("train", "val", "test"))]
-    lines = ["        " + "".join(f"{SUMMARY_COLUMNS[c]:>14}" for c in columns)]
+    columns = [c for c in METRIC_LABELS if any(f"{s}/{c}" in metrics for s in ("train", "val", "test"))]
+    lines = ["        " + "".join(f"{METRIC_LABELS[c]:>14}" for c in columns)]
     for split in ("train", "val", "test"):
         cells = [f"{metrics[f'{split}/{c}']:>14.4f}" if f"{split}/{c}" in metrics else f"{'':>14}" for c in columns]
         lines.append(f"{split:<8}" + "".join(cells))
@@ -111,6 +103,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
     callbacks = build_callbacks(cfg, output_dir)
     loggers = build_loggers(cfg, output_dir, resumed=start.checkpoint is not None)
+    if cfg.get("compile"):  # Lightning compiles the *_step methods too, and saves plain weights
+        model = torch.compile(model, backend=cfg.compile)
     try:
         trainer = build_trainer(cfg, loggers, callbacks, output_dir)
         try:

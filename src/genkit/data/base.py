@@ -13,6 +13,8 @@ from torch import Tensor
 from genkit.spec import DataSpec
 
 Split = dict[str, Tensor]  # {"x": [N, ...], "y": [N]} for one split
+#: Splits cut from one pool never change with the run's seed: runs stay comparable.
+SPLIT_SEED = 0
 
 
 class DataModule(L.LightningDataModule, ABC):
@@ -26,6 +28,12 @@ class DataModule(L.LightningDataModule, ABC):
     @property
     @abstractmethod
     def spec(self) -> DataSpec: ...
+
+    @classmethod
+    def probe_spec(cls) -> DataSpec | None:
+        """A spec like this module's, made without reading any data, for checking parts against it
+        (``genkit list --check``); None when ``spec`` itself reads nothing."""
+        return None
 
 
 class TensorBatches:
@@ -101,15 +109,140 @@ class TensorBatches:
             yield {k: t.index_select(0, index) for k, t in self.tensors.items()}
 
 
+class SequenceBatches(TensorBatches):
+    """Batches of variable-length sequences grouped by length and cut to their longest member.
+
+    The shard is drawn in a seeded order and cut into pools of ``pool_batches`` batches;
+    each pool is sorted by length and cut into batches, and the batches are shuffled. So a
+    batch holds sequences of similar length and padding stays low, while the order still
+    changes every epoch (evaluation uses one fixed order). ``lengths`` stays on the CPU, so
+    cutting a batch to its longest sequence never waits for the accelerator.
+    """
+
+    def __init__(self, tensors: Split, lengths: Tensor, batch_size: int, *, pool_batches: int = 100, **options: Any):
+        super().__init__(tensors, batch_size, **options)
+        self.lengths = lengths.cpu()
+        self.pool_batches = pool_batches
+
+    def epoch_batches(self) -> list[Tensor]:
+        """This rank's batches of the current epoch, as index tensors."""
+        total = len(self.lengths)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch() if self.shuffle else SPLIT_SEED)
+        order = torch.randperm(total, generator=generator)[self.rank :: self.world_size][: self.n]
+        pool = self.pool_batches * self.batch_size
+        batches: list[Tensor] = []
+        for start in range(0, len(order), pool):
+            chunk = order[start : start + pool]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches += list(chunk.split(self.batch_size))
+        shuffled = torch.randperm(len(batches), generator=generator)
+        return [batches[i] for i in shuffled]
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        skip = self.batches_to_skip()
+        device = next(iter(self.tensors.values())).device
+        for index in self.epoch_batches()[skip:]:
+            longest = int(self.lengths[index].max())
+            index = index.to(device)
+            yield {k: t.index_select(0, index)[:, :longest] for k, t in self.tensors.items()}
+
+
 #: Data sets at most this large are moved to the accelerator once, at set-up.
 DEVICE_RESIDENT_BYTES = 2 * 1024**3
 
 
-class ArrayDataModule(DataModule):
-    """Base for data sets that fit in memory as tensors (all built-in image sets).
+class InMemoryDataModule(DataModule):
+    """Base for data sets held in memory as tensors: seeded, resumable, DDP-sharded batches
+    sliced straight from the tensors, kept on the accelerator when they fit.
+
+    Subclasses implement ``load_splits`` and ``spec``; ``prepare_splits`` may transform the
+    loaded tensors once (binarisation, filtering), ``batches`` chooses the loader class.
+
+    Args:
+        seed: the run's seed (wired by genkit): shuffling and any randomness of the data.
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (0: 4x batch_size).
+        on_device: keep the whole set on the accelerator when it fits, so no
+            host-to-device copy happens per step.
+    """
+
+    def __init__(
+        self, seed: int = 0, *, batch_size: int = 128, eval_batch_size: int = 0, on_device: bool = True
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or 4 * batch_size
+        self.seed = seed
+        self.on_device = on_device
+        self.splits: dict[str, Split] = {}
+
+    @abstractmethod
+    def load_splits(self) -> dict[str, Split]:
+        """Read the data: ``{"train"|"val"|"test": {"x": [N, *event_shape], ...}}``."""
+
+    def prepare_splits(self, splits: dict[str, Split]) -> dict[str, Split]:
+        """Transform the loaded splits once, before they move to the device (default: as loaded)."""
+        return splits
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        splits = self.prepare_splits(self.load_splits())
+        device = self._resident_device(splits)
+        self.splits = {name: {k: t.to(device) for k, t in split.items()} for name, split in splits.items()}
+
+    def _resident_device(self, splits: dict[str, Split]) -> torch.device:
+        trainer = self.trainer
+        if trainer is None or not self.on_device:
+            return torch.device("cpu")
+        size = sum(t.numel() * t.element_size() for split in splits.values() for t in split.values())
+        device = trainer.strategy.root_device
+        return device if size <= DEVICE_RESIDENT_BYTES else torch.device("cpu")
+
+    def batches(self, split: str, batch_size: int, train: bool, **options: Any) -> TensorBatches:
+        """The loader over one split (``options``: the trainer-derived arguments of ``TensorBatches``)."""
+        return TensorBatches(self.splits[split], batch_size, shuffle=train, equal_shards=train, **options)
+
+    def _batches(self, split: str, batch_size: int, train: bool) -> TensorBatches:
+        trainer = self.trainer
+
+        def batches_done() -> int:  # training batches of this epoch completed: the mid-epoch resume point
+            return trainer.fit_loop.epoch_loop.batch_progress.current.completed if train and trainer else 0
+
+        return self.batches(
+            split,
+            batch_size,
+            train,
+            seed=self.seed,
+            epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            progress=batches_done,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", self.batch_size, train=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size, train=False)
+
+    def transfer_batch_to_device(self, batch: dict[str, Tensor], device: torch.device, dataloader_idx: int) -> Any:
+        """Batches of a device-resident set are already there: skip Lightning's generic traversal."""
+        if all(t.device == device for t in batch.values()):
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+
+class ArrayDataModule(InMemoryDataModule):
+    """Base for fixed-size data sets that fit in memory as tensors (all built-in image sets).
 
     Subclasses implement ``load_splits`` (train/val/test tensors, ``x`` in the range
-    the spec states) and ``spec``. Options shared by image data sets live here.
+    the spec states, ``y`` labels) and ``spec``. Options shared by image data sets live here.
 
     Args:
         batch_size: training batch size (the seed model uses 128).
@@ -134,22 +267,11 @@ class ArrayDataModule(DataModule):
         on_device: bool = True,
         exclude_labels: list[int] = [],  # noqa: B006 (hydra-zen turns it into a default factory)
     ) -> None:
-        super().__init__()
+        super().__init__(seed, batch_size=batch_size, eval_batch_size=eval_batch_size, on_device=on_device)
         if binarize not in ("none", "dynamic", "static"):
             raise ValueError(f"data.binarize must be none, dynamic or static, got {binarize!r}")
-        if batch_size < 1:
-            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or 4 * batch_size
         self.binarize = binarize
-        self.seed = seed
-        self.on_device = on_device
         self.exclude_labels = list(exclude_labels)
-        self.splits: dict[str, Split] = {}
-
-    @abstractmethod
-    def load_splits(self) -> dict[str, Split]:
-        """Read the data: ``{"train"|"val"|"test": {"x": float [N, *event_shape], "y": int [N]}}``."""
 
     def base_support(self) -> str:
         """Support of ``x`` before binarisation."""
@@ -158,10 +280,7 @@ class ArrayDataModule(DataModule):
     def support(self) -> str:
         return "binary" if self.binarize != "none" else self.base_support()
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        splits = self.load_splits()
+    def prepare_splits(self, splits: dict[str, Split]) -> dict[str, Split]:
         if self.exclude_labels:
             for name in ("train", "val"):
                 keep = ~torch.isin(splits[name]["y"], torch.tensor(self.exclude_labels))
@@ -171,49 +290,7 @@ class ArrayDataModule(DataModule):
             for name, split in splits.items():
                 if self.binarize == "static" or name != "train":
                     split["x"] = torch.bernoulli(split["x"], generator=generator)
-        device = self._resident_device(splits)
-        self.splits = {name: {k: t.to(device) for k, t in split.items()} for name, split in splits.items()}
-
-    def _resident_device(self, splits: dict[str, Split]) -> torch.device:
-        trainer = self.trainer
-        if trainer is None or not self.on_device:
-            return torch.device("cpu")
-        size = sum(t.numel() * t.element_size() for split in splits.values() for t in split.values())
-        device = trainer.strategy.root_device
-        return device if size <= DEVICE_RESIDENT_BYTES else torch.device("cpu")
-
-    def _batches(self, split: str, batch_size: int, train: bool) -> TensorBatches:
-        trainer = self.trainer
-
-        def batches_done() -> int:  # training batches of this epoch completed: the mid-epoch resume point
-            return trainer.fit_loop.epoch_loop.batch_progress.current.completed if train and trainer else 0
-
-        return TensorBatches(
-            self.splits[split],
-            batch_size,
-            shuffle=train,
-            seed=self.seed,
-            epoch=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
-            rank=trainer.global_rank if trainer is not None else 0,
-            world_size=trainer.world_size if trainer is not None else 1,
-            equal_shards=train,
-            progress=batches_done,
-        )
-
-    def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", self.batch_size, train=True)
-
-    def val_dataloader(self) -> TensorBatches:
-        return self._batches("val", self.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._batches("test", self.eval_batch_size, train=False)
-
-    def transfer_batch_to_device(self, batch: dict[str, Tensor], device: torch.device, dataloader_idx: int) -> Any:
-        """Batches of a device-resident set are already there: skip Lightning's generic traversal."""
-        if all(t.device == device for t in batch.values()):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        return splits
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
         if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:

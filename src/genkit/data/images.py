@@ -9,15 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genkit.data.base import ArrayDataModule, Split
+from genkit.data.base import SPLIT_SEED, ArrayDataModule, Split
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
 from genkit.spec import DataSpec
 
 log = logging.getLogger(__name__)
-
-#: The split of a data set never changes with the run's seed: runs stay comparable.
-SPLIT_SEED = 0
 
 
 def split_by_fraction(x: torch.Tensor, y: torch.Tensor, val: float, test: float) -> dict[str, Split]:
