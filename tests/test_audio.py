@@ -221,6 +221,20 @@ def test_audio_vae_trains_logs_clips_and_reloads_the_same_features(tmp_path, cli
     written = sorted((out / "checkpoints" / "last.samples").glob("*.wav"))
     assert len(written) == 3 and soundfile.info(written[0]).samplerate == RATE
 
+    from genkit.cli.main import main
+
+    assert main(["reconstruct", f"ckpt={ckpt}", "n=2", "data.cache_dir=''"]) == 0
+    pairs = out / "checkpoints" / "last.reconstructions"
+    assert sorted(p.name for p in pairs.glob("*.wav")) == [
+        "input_000.wav",
+        "input_001.wav",
+        "reconstruction_000.wav",
+        "reconstruction_001.wav",
+    ]
+    assert main(["interpolate", f"ckpt={ckpt}", "steps=3", "path=linear", "data.cache_dir=''"]) == 0
+    path = out / "checkpoints" / "last.interpolation"
+    assert len(list(path.glob("linear_*.wav"))) == 5 and (path / "spectrograms.png").is_file()  # a, 3 steps, b
+
 
 def test_fsdd_preset_reads_the_official_split():
     folder = shared_data("fsdd")

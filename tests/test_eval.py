@@ -136,6 +136,40 @@ def test_sample_and_reconstruct_write_image_grids_beside_the_checkpoint(checkpoi
     assert Image.open(out).size == (42, 22)  # inputs above reconstructions: 2 rows of 4
 
 
+def test_denoise_scores_noisy_and_denoised_images_over_the_split(checkpoint, tmp_path, cli_env):
+    out = tmp_path / "denoise.png"
+    words = [f"ckpt={checkpoint}", "noise=salt_pepper", "level=0.2", "n=5", f"out={out}"]
+    result = run([*script("genkit"), "denoise", *words], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Image.open(out).size == (52, 32)  # clean, noisy and denoised rows of 5 digits
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["examples"] == 359 and report["noise"] == "salt_pepper"  # the whole digits test split
+    import torch
+
+    from genkit.registry import registry
+    from genkit.tools import add_noise
+
+    digits = registry("data").get("digits").cls()
+    digits.setup()
+    clean = digits.splits["test"]["x"]
+    noisy = add_noise(clean, "salt_pepper", 0.2, torch.Generator().manual_seed(0))
+    psnr = 10 * torch.log10(1 / (noisy - clean).square().mean((1, 2, 3)))  # per image, data range 1
+    assert report["noisy"]["psnr"] == pytest.approx(float(psnr.mean()), rel=1e-4)
+    assert 0 < report["denoised"]["ssim"] <= 1 and report["denoised"]["psnr"] > 5
+
+
+def test_denoise_refuses_what_it_cannot_do(checkpoint, capsys):
+    from genkit.cli.main import main
+
+    for words, message in (
+        (["noise=blur"], "noise must be one of gaussian, salt_pepper, got 'blur'"),
+        (["noise=salt_pepper", "level=1.5"], "at most 1 for salt_pepper"),
+        (["level=0"], "level must be above 0"),
+    ):
+        assert main(["denoise", f"ckpt={checkpoint}", *words]) == 2
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("words", "message"),
     [
@@ -178,3 +212,29 @@ def test_interpolate_writes_linear_and_spherical_rows(checkpoint, tmp_path, cli_
     assert Image.open(out).size == (82, 22)  # 2 rows (linear, slerp) of a, 6 decoded points, b
     bad = run([*script("genkit"), "interpolate", f"ckpt={checkpoint}", "a=999"], cli_env, tmp_path)
     assert bad.returncode == 2 and "a=999 is outside the test split (0 to 358)" in bad.stderr
+
+
+def test_latent_map_projects_many_dimensions_and_draws_the_manifold_of_two(
+    checkpoint, tmp_path, cli_env, capsys, caplog
+):
+    from genkit.cli.main import main
+
+    pca = tmp_path / "pca.png"
+    with caplog.at_level("INFO", logger="genkit.tools"):
+        assert main(["latent-map", f"ckpt={checkpoint}", f"out={pca}"]) == 0
+    assert Image.open(pca).size[0] > 400 and not (tmp_path / "pca.manifold.png").exists()
+    assert "of the variance" in caplog.text
+    tsne = tmp_path / "tsne.png"
+    assert main(["latent-map", f"ckpt={checkpoint}", "method=tsne", "max_points=100", f"out={tsne}"]) == 0
+    assert tsne.is_file()
+    assert main(["latent-map", f"ckpt={checkpoint}", "method=umap"]) == 2
+    assert "method must be pca or tsne, got 'umap'" in capsys.readouterr().err
+
+    two = tmp_path / "two"
+    args = ["logger=none", "model.latent_dim=2", "trainer.max_epochs=1", "callbacks.progress_bar.refresh_rate=0"]
+    result = run([*script("genkit-train"), *args, f"hydra.run.dir={two}"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert main(["latent-map", f"ckpt={two / 'checkpoints' / 'last.ckpt'}", "grid=5"]) == 0
+    manifold = two / "checkpoints" / "last.manifold.png"
+    assert Image.open(manifold).size == (52, 52)  # 5x5 decoded digits with 2-pixel padding
+    assert (two / "checkpoints" / "last.latent_map.png").is_file()

@@ -1,4 +1,5 @@
-"""Using a trained model from the command line: ``genkit sample``, ``reconstruct``, ``interpolate``, ``anomaly``.
+"""Using a trained model from the command line: ``genkit sample``, ``reconstruct``, ``interpolate``, ``denoise``,
+``latent-map``, ``anomaly``.
 
 Options are ``key=value`` words checked against typed dataclasses (OmegaConf structured
 configs), so an unknown option or a wrong type is refused with the key named.
@@ -82,6 +83,37 @@ class AnomalyOptions:
     labels: list[int] = field(default_factory=list)  # anomalous labels; default: data.exclude_labels of the run
     seed: int = 0  # seeds the Monte Carlo estimates
     out: str = ""  # JSON results; default: <checkpoint>.anomaly.json beside it
+    data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
+
+
+NOISES = ("gaussian", "salt_pepper")
+
+
+@dataclass
+class DenoiseOptions:
+    """genkit denoise ckpt=PATH [noise=gaussian] [level=0.3] [n=16] [split=test] [out=FILE] [data.KEY=VALUE ...]"""
+
+    ckpt: str = MISSING  # the checkpoint (an image model)
+    noise: str = "gaussian"  # gaussian: x + N(0, level^2) clipped to [0, 1]; salt_pepper: pixels set to 0 or 1
+    level: float = 0.3  # the noise's standard deviation (gaussian) or share of pixels hit (salt_pepper)
+    n: int = 16  # examples shown in the image (PSNR/SSIM are over the whole split)
+    split: str = "test"  # train | val | test
+    seed: int = 0  # seeds the noise
+    out: str = ""  # output image; default: <checkpoint>.denoise.png beside it, with the scores in .denoise.json
+    data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
+
+
+@dataclass
+class LatentMapOptions:
+    """genkit latent-map ckpt=PATH [split=test] [method=pca|tsne] [grid=20] [max_points=5000] [out=FILE] [data.K=V]"""
+
+    ckpt: str = MISSING  # the checkpoint
+    split: str = "test"  # train | val | test
+    method: str = "pca"  # above 2 latent dimensions: pca (linear, fast) or tsne (neighbourhoods, slower)
+    grid: int = 20  # 2-D image models: the decoded manifold is a grid x grid image of prior quantiles
+    max_points: int = 5000  # examples plotted at most (the first of the split)
+    seed: int = 0  # seeds t-SNE and the data module's binarisation, if any
+    out: str = ""  # output image; default: <checkpoint>.latent_map.png (and .manifold.png) beside it
     data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
 
 
@@ -263,6 +295,157 @@ def interpolate(words: list[str]) -> Path:
         out,
     )
     return out
+
+
+def add_noise(x: torch.Tensor, noise: str, level: float, generator: torch.Generator) -> torch.Tensor:
+    """``x`` in [0, 1] corrupted by ``noise`` at ``level`` (see ``DenoiseOptions``), still in [0, 1]."""
+    if noise == "gaussian":
+        return (x + level * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+    hit = torch.rand(x.shape, generator=generator) < level
+    salt = (torch.rand(x.shape, generator=generator) < 0.5).to(x.dtype)
+    return torch.where(hit, salt, x)
+
+
+def image_scores(clean: torch.Tensor, other: torch.Tensor) -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of ``other`` against ``clean``, images in [0, 1] (torchmetrics).
+
+    The SSIM window is 11x11 (Wang et al. 2004), shrunk to the largest odd size that fits small images."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    window = min(11, *(side - 1 + side % 2 for side in clean.shape[-2:]))
+    psnr = peak_signal_noise_ratio(other, clean, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(other, clean, data_range=1.0, kernel_size=window, reduction="none")
+    return {"psnr": float(psnr.mean()), "ssim": float(ssim.mean())}
+
+
+@torch.no_grad()
+def denoise(words: list[str]) -> Path:
+    """Corrupt a split's images, reconstruct them, and score both against the clean ones.
+
+    Writes rows of clean, noisy and denoised examples, and PSNR/SSIM before and after over
+    the whole split as JSON; returns the image file."""
+    import json
+
+    from torchvision.utils import save_image
+
+    options = parse(DenoiseOptions, words)
+    check_count("n", options.n, "examples to show")
+    check_split(options.split)
+    if options.noise not in NOISES:
+        raise UsageError(f"noise must be one of {', '.join(NOISES)}, got {options.noise!r}")
+    if not 0 < options.level <= (1 if options.noise == "salt_pepper" else math.inf):
+        raise UsageError(f"level must be above 0 (and at most 1 for salt_pepper), got {options.level}")
+    checkpoint, run_cfg = read_checkpoint(options.ckpt)
+    model = model_from_checkpoint(checkpoint, run_cfg, options.ckpt)
+    spec = model.spec
+    if spec.modality != "image" or len(spec.event_shape) != 3:
+        raise UsageError(f"genkit denoise works on image models ([C, H, W] in [0, 1]), not {spec.describe()}")
+    run_cfg.seed = options.seed
+    datamodule, data_name = checkpoint_data(run_cfg, model, options.data)
+    clean = datamodule.splits[options.split]["x"].cpu().float()
+    noisy = add_noise(clean, options.noise, options.level, torch.Generator().manual_seed(options.seed))
+    model.eval()
+    denoised = torch.cat([model.reconstruct(chunk).clamp(0, 1) for chunk in noisy.split(512)])
+    shown = min(options.n, len(clean))
+    out = default_output(options.ckpt, options.out, "denoise")
+    save_image(torch.cat([clean[:shown], noisy[:shown], denoised[:shown]]), out, nrow=shown, pad_value=1.0)
+    result = {
+        "checkpoint": str(Path(options.ckpt).resolve()),
+        "data": data_name,
+        "split": options.split,
+        "examples": len(clean),
+        "noise": options.noise,
+        "level": options.level,
+        "noisy": image_scores(clean, noisy),
+        "denoised": image_scores(clean, denoised),
+    }
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    log.info(
+        "%s noise at %s on %d %s images: PSNR %.2f -> %.2f dB, SSIM %.3f -> %.3f; rows clean/noisy/denoised in %s",
+        options.noise,
+        options.level,
+        len(clean),
+        options.split,
+        result["noisy"]["psnr"],
+        result["denoised"]["psnr"],
+        result["noisy"]["ssim"],
+        result["denoised"]["ssim"],
+        out,
+    )
+    return out
+
+
+def project(z: torch.Tensor, method: str, seed: int) -> tuple[torch.Tensor, str]:
+    """2-D coordinates of latents ``[N, D]``: themselves for D = 2, else PCA or t-SNE (scikit-learn)."""
+    if z.shape[1] <= 2:
+        return torch.nn.functional.pad(z, (0, 2 - z.shape[1])), "z"
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=seed).fit(z.numpy())
+        share = pca.explained_variance_ratio_.sum()
+        return torch.from_numpy(pca.transform(z.numpy())), f"PCA ({share:.0%} of the variance)"
+    from sklearn.manifold import TSNE
+
+    perplexity = min(30.0, (len(z) - 1) / 3)
+    return torch.from_numpy(TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(z.numpy())), "t-SNE"
+
+
+@torch.no_grad()
+def latent_map(words: list[str]) -> Path:
+    """Plot a split's posterior means in 2-D, coloured by label; for 2-D image models also the
+    decoded manifold (the seed article's figure). Returns the scatter plot's file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    options = parse(LatentMapOptions, words)
+    check_split(options.split)
+    check_count("grid", options.grid, "points per side of the decoded manifold")
+    check_count("max_points", options.max_points, "examples to plot")
+    if options.method not in ("pca", "tsne"):
+        raise UsageError(f"method must be pca or tsne, got {options.method!r}")
+    checkpoint, run_cfg = read_checkpoint(options.ckpt)
+    model = model_from_checkpoint(checkpoint, run_cfg, options.ckpt).eval()
+    run_cfg.seed = options.seed
+    datamodule, data_name = checkpoint_data(run_cfg, model, options.data)
+    split = {k: t[: options.max_points].cpu() for k, t in datamodule.splits[options.split].items()}
+    masks = split["mask"].split(512) if "mask" in split else [None] * math.ceil(len(split["x"]) / 512)
+    z = torch.cat([model.encode(x, mask).mean for x, mask in zip(split["x"].split(512), masks)]).float()
+    points, axes = project(z, options.method, options.seed)
+    figure, ax = plt.subplots(figsize=(7, 6))
+    labels = split.get("y")
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10" if labels is not None else None, s=6)
+    if labels is not None:
+        names = model.spec.extra.get("classes") or [str(v) for v in range(int(labels.max()) + 1)]
+        handles, _ = scatter.legend_elements(num=len(labels.unique()))
+        ax.legend(handles, [names[int(v)] for v in labels.unique()], title="label", fontsize=7, loc="best")
+    ax.set_xlabel(f"{axes} 1")
+    ax.set_ylabel(f"{axes} 2")
+    ax.set_title(f"{data_name} {options.split}: posterior means of {len(z)} examples, latent dim {z.shape[1]}")
+    out = default_output(options.ckpt, options.out, "latent_map")
+    figure.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    log.info("latent map of %d %s examples (%s) written to %s", len(z), options.split, axes, out)
+    if z.shape[1] == 2 and model.spec.modality == "image" and not model.decoder.autoregressive:
+        manifold = default_output(options.ckpt, "", "manifold")
+        if options.out:
+            manifold = out.with_name(f"{out.stem}.manifold.png")
+        write_manifold(model, options.grid, manifold)
+        log.info("decoded %dx%d manifold written to %s", options.grid, options.grid, manifold)
+    return out
+
+
+def write_manifold(model: Any, grid: int, out: Path) -> None:
+    """Decode a grid of 2-D latents at the standard normal's quantiles 5%..95% (Kingma & Welling 2014,
+    as the seed article): rows go down the second dimension, columns across the first."""
+    from torchvision.utils import save_image
+
+    quantiles = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, grid))
+    first, second = torch.meshgrid(quantiles, quantiles.flip(0), indexing="xy")
+    z = torch.stack([first.flatten(), second.flatten()], 1)
+    save_image(model.decode(z).mean.clamp(0, 1), out, nrow=grid, pad_value=1.0)
 
 
 @torch.no_grad()

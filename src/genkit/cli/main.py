@@ -15,6 +15,8 @@ TOOLS = {
     "sample": tools.SampleOptions,
     "reconstruct": tools.ReconstructOptions,
     "interpolate": tools.InterpolateOptions,
+    "denoise": tools.DenoiseOptions,
+    "latent-map": tools.LatentMapOptions,
     "anomaly": tools.AnomalyOptions,
 }
 USAGE = {**{name: schema.__doc__ for name, schema in TOOLS.items()}, "compare": compare.CompareOptions.__doc__}
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(compare.compare(tools.parse(compare.CompareOptions, words)))
         else:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
-            getattr(tools, args.command)(args.options)
+            getattr(tools, args.command.replace("-", "_"))(args.options)
     except UsageError as error:
         sys.stderr.write(f"genkit: {error}. Usage: {USAGE[args.command]}\n")
         return 2
