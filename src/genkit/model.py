@@ -465,14 +465,19 @@ class VAE(L.LightningModule):
         return total - math.log(k)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, mask: Tensor | None = None, **generation: Any) -> Tensor:
-        """What z = the posterior mean (or a sample where it has no mean) decodes to (see ``decode_output``)."""
+    def embed(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Each example's point in latent space ``[B, latent_dim]``: the posterior mean, or a sample
+        where the posterior has no closed-form mean (flows)."""
         q = self.encode(x, mask)
         try:
-            z = q.mean
+            return q.mean
         except NotImplementedError:
-            z = q.sample()
-        return self.decode_output(z, **generation)
+            return q.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, mask: Tensor | None = None, **generation: Any) -> Tensor:
+        """What ``embed(x)`` decodes to (see ``decode_output``)."""
+        return self.decode_output(self.embed(x, mask), **generation)
 
 
 def rng_states() -> dict[str, Any]:

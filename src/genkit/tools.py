@@ -263,7 +263,7 @@ def interpolate(words: list[str]) -> Path:
             raise UsageError(f"{name}={options[name]} is outside the {options.split} split (0 to {len(x) - 1})")
     ends = x[[options.a, options.b]]
     mask = split["mask"][[options.a, options.b]].cpu() if "mask" in split else None
-    z_a, z_b = model.encode(ends, mask).mean
+    z_a, z_b = model.embed(ends, mask)
     t = torch.linspace(0, 1, options.steps)
     paths = {"linear": torch.lerp(z_a, z_b, t[:, None]), "slerp": slerp(z_a, z_b, t)}
     rows = [paths[options.path]] if options.path != "both" else [paths["linear"], paths["slerp"]]
@@ -412,15 +412,19 @@ def latent_map(words: list[str]) -> Path:
     datamodule, data_name = checkpoint_data(run_cfg, model, options.data)
     split = {k: t[: options.max_points].cpu() for k, t in datamodule.splits[options.split].items()}
     masks = split["mask"].split(512) if "mask" in split else [None] * math.ceil(len(split["x"]) / 512)
-    z = torch.cat([model.encode(x, mask).mean for x, mask in zip(split["x"].split(512), masks)]).float()
+    z = torch.cat([model.embed(x, mask) for x, mask in zip(split["x"].split(512), masks)]).float()
     points, axes = project(z, options.method, options.seed)
     figure, ax = plt.subplots(figsize=(7, 6))
     labels = split.get("y")
-    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10" if labels is not None else None, s=6)
-    if labels is not None:
+    if labels is None:
+        ax.scatter(points[:, 0], points[:, 1], s=6)
+    else:
         names = model.spec.extra.get("classes") or [str(v) for v in range(int(labels.max()) + 1)]
-        handles, _ = scatter.legend_elements(num=len(labels.unique()))
-        ax.legend(handles, [names[int(v)] for v in labels.unique()], title="label", fontsize=7, loc="best")
+        colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+        for i, label in enumerate(labels.unique().tolist()):
+            chosen = points[labels == label]
+            ax.scatter(chosen[:, 0], chosen[:, 1], s=6, color=colours(i % colours.N), label=names[label])
+        ax.legend(title="label", fontsize=7, markerscale=2, loc="best")
     ax.set_xlabel(f"{axes} 1")
     ax.set_ylabel(f"{axes} 2")
     ax.set_title(f"{data_name} {options.split}: posterior means of {len(z)} examples, latent dim {z.shape[1]}")
@@ -457,7 +461,7 @@ def anomaly_scores(model: Any, batches: Any, score: str, k: int) -> tuple[torch.
         if score == "nll":
             scores.append(-model.log_likelihood(x, k))
         else:
-            scores.append(-model.decode(model.encode(x).mean).log_prob(x))
+            scores.append(-model.decode(model.embed(x)).log_prob(x))
         labels.append(batch["y"].cpu())
     return torch.cat(scores), torch.cat(labels)
 
