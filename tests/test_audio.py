@@ -123,6 +123,11 @@ def test_splits_follow_file_patterns_labels_and_the_cache_skips_decoding(tmp_pat
     monkeypatch.setattr(audio_data, "read_clip", lambda *a: pytest.fail("decoded although cached"))
     again = folder_data(folder, tmp_path, test_files=r"_[0-1]\.wav$", val_files=r"_2\.wav$", label_pattern=r"(\d)_")
     torch.testing.assert_close(again.corpus[1]["train"]["x"], train)
+    monkeypatch.undo()
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    cache.write_bytes(cache.read_bytes()[:100])  # a cache cut short (a full disk, a killed run)
+    third = folder_data(folder, tmp_path, test_files=r"_[0-1]\.wav$", val_files=r"_2\.wav$", label_pattern=r"(\d)_")
+    torch.testing.assert_close(third.corpus[1]["train"]["x"], train)  # decoded again
 
     with pytest.raises(DataError, match=r"the val split .* is empty"):
         folder_data(folder, tmp_path, val_files="no-such-file").load_splits()

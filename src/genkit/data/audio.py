@@ -182,8 +182,11 @@ class AudioFolder(InMemoryDataModule):
             )
         cache = self.cache_file(root, files)
         if cache is not None and cache.exists():
-            stored = torch.load(cache, weights_only=True)
-            return stored["names"], stored["clips"]
+            try:
+                stored = torch.load(cache, weights_only=True)
+                return stored["names"], stored["clips"]
+            except Exception as error:  # a truncated or foreign file: decode again and rewrite it
+                log.warning("ignoring the unreadable audio cache %s (%s); decoding the files again", cache, error)
         names, clips, skipped, changed = [], [], {}, Counter()
         for file in files:
             clip, what = read_clip(file, self.settings.sample_rate, self.settings.num_samples)
