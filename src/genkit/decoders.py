@@ -8,10 +8,17 @@ from math import prod
 
 from torch import Tensor, nn
 
-from genkit.encoders import halvings, mlp, shape_mismatch, strides_for
+from genkit.encoders import halvings, layer_strides, mlp, shape_mismatch
 from genkit.parts import Decoder, make_activation
 from genkit.registry import register_decoder
 from genkit.spec import DataSpec
+
+
+def latent_dense(latent_dim: int, hidden: int, size: int, activation: str) -> nn.Sequential:
+    """The start of a conv decoder: z through a dense layer of ``hidden`` units (0: none) to the
+    ``size`` features of its first feature map."""
+    dense: list[nn.Module] = [nn.Linear(latent_dim, hidden), make_activation(activation)] if hidden else []
+    return nn.Sequential(*dense, nn.Linear(hidden or latent_dim, size), make_activation(activation))
 
 
 @register_decoder("mlp")
@@ -80,11 +87,7 @@ class ConvDecoder(Decoder):
             raise ValueError("decoder.channels needs at least one entry")
         out_channels, self.height, self.width = param_shape
         self.start = (channels[0], halvings(self.height, len(channels)), halvings(self.width, len(channels)))
-        dense: list[nn.Module] = []
-        if hidden:
-            dense += [nn.Linear(latent_dim, hidden), make_activation(activation)]
-        dense += [nn.Linear(hidden or latent_dim, prod(self.start)), make_activation(activation)]
-        self.dense = nn.Sequential(*dense)
+        self.dense = latent_dense(latent_dim, hidden, prod(self.start), activation)
         ups: list[nn.Module] = []
         for c_in, c_out in zip(channels, [*channels[1:], out_channels]):
             up = nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)
@@ -135,15 +138,9 @@ class Conv1dDecoder(Decoder):
         if not channels:
             raise ValueError("decoder.channels needs at least one entry")
         out_channels, self.length = param_shape
-        strides = list(strides) or strides_for(self.length, len(channels), final_length)
-        if len(strides) != len(channels):
-            raise ValueError(f"decoder.strides needs one stride per channel entry ({len(channels)}), got {strides}")
+        strides = layer_strides("decoder", strides, self.length, len(channels), final_length)
         self.start = (channels[0], math.ceil(self.length / prod(strides)))
-        dense: list[nn.Module] = []
-        if hidden:
-            dense += [nn.Linear(latent_dim, hidden), make_activation(activation)]
-        dense += [nn.Linear(hidden or latent_dim, prod(self.start)), make_activation(activation)]
-        self.dense = nn.Sequential(*dense)
+        self.dense = latent_dense(latent_dim, hidden, prod(self.start), activation)
         ups: list[nn.Module] = []
         for c_in, c_out, s in zip(channels, [*channels[1:], out_channels], strides):
             ups += [nn.ConvTranspose1d(c_in, c_out, 2 * s, stride=s, padding=s // 2), make_activation(activation)]

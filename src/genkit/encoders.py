@@ -86,20 +86,27 @@ class ConvEncoder(Encoder):
         for c_in, c_out in zip([c, *channels], channels):
             layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), make_activation(activation)]
         flat = (channels[-1] if channels else c) * halvings(h, len(channels)) * halvings(w, len(channels))
-        layers.append(nn.Flatten())
-        if hidden:
-            layers += [nn.Linear(flat, hidden), make_activation(activation)]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers, *dense_head(flat, hidden, activation))
         self.out_features = hidden or flat
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.net(x)
 
 
-def strides_for(length: int, layers: int, final_length: int) -> list[int]:
-    """Equal strides (at least 2) taking ``length`` to about ``final_length`` in ``layers`` steps."""
-    stride = max(2, math.ceil((length / final_length) ** (1 / layers))) if layers else 2
-    return [stride] * layers
+def dense_head(flat: int, hidden: int, activation: str) -> list[nn.Module]:
+    """The end of a conv encoder: flatten ``flat`` features, then a dense layer of ``hidden`` units (0: none)."""
+    return [nn.Flatten(), *([nn.Linear(flat, hidden), make_activation(activation)] if hidden else [])]
+
+
+def layer_strides(who: str, strides: list[int], length: int, layers: int, final_length: int) -> list[int]:
+    """The strides of ``who`` (``encoder``/``decoder``): as given, one per layer, or, when none are
+    given, equal strides (at least 2) taking ``length`` to about ``final_length`` in ``layers`` steps."""
+    if not strides:
+        stride = max(2, math.ceil((length / final_length) ** (1 / layers))) if layers else 2
+        return [stride] * layers
+    if len(strides) != layers:
+        raise ValueError(f"{who}.strides needs one stride per channel entry ({layers}), got {list(strides)}")
+    return list(strides)
 
 
 @register_encoder("conv1d")
@@ -137,19 +144,13 @@ class Conv1dEncoder(Encoder):
     ) -> None:
         super().__init__()
         c, length = spec.event_shape
-        strides = list(strides) or strides_for(length, len(channels), final_length)
-        if len(strides) != len(channels):
-            raise ValueError(f"encoder.strides needs one stride per channel entry ({len(channels)}), got {strides}")
+        strides = layer_strides("encoder", strides, length, len(channels), final_length)
         layers: list[nn.Module] = []
         for c_in, c_out, s in zip([c, *channels], channels, strides):
             layers += [nn.Conv1d(c_in, c_out, 2 * s, stride=s, padding=s // 2), make_activation(activation)]
-        layers.append(nn.Flatten())
-        convs = nn.Sequential(*layers)
         with torch.no_grad():
-            flat = convs(torch.zeros(1, c, length)).shape[1]
-        if hidden:
-            layers += [nn.Linear(flat, hidden), make_activation(activation)]
-        self.net = nn.Sequential(*layers)
+            flat = nn.Sequential(*layers)(torch.zeros(1, c, length)).numel()
+        self.net = nn.Sequential(*layers, *dense_head(flat, hidden, activation))
         self.out_features = hidden or flat
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
