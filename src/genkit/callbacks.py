@@ -51,9 +51,10 @@ class Media(Callback):
         if batch_idx == 0 and self.inputs is None:
             self.inputs = {k: v[: self.n].detach() for k, v in batch.items() if k in ("x", "mask")}
 
-    def outputs(self, pl_module: LightningModule) -> tuple[Tensor, Tensor]:
-        """Reconstructions of the kept inputs and as many prior samples, drawn with a fixed seed."""
-        x, mask = self.inputs["x"], self.inputs.get("mask")
+    def outputs(self, pl_module: LightningModule, n: int | None = None) -> tuple[Tensor, Tensor]:
+        """Reconstructions of the (first ``n``) kept inputs and as many prior samples, drawn with a fixed seed."""
+        x, mask = self.inputs["x"][:n], self.inputs.get("mask")
+        mask = mask[:n] if mask is not None else None
         devices = [x.device] if x.device.type == "cuda" else []
         training = pl_module.training
         pl_module.eval()  # no dropout: what a reloaded model would produce
@@ -93,8 +94,7 @@ class Media(Callback):
 
         features = pl_module.audio
         x = self.inputs["x"][: self.n_audio]
-        recon, samples = self.outputs(pl_module)
-        recon, samples = recon[: len(x)], samples[: len(x)]
+        recon, samples = self.outputs(pl_module, len(x))
         images = [spectrogram_images(features, t) for t in (x, recon, samples)]
         grids = {
             "val/reconstructions": make_grid(torch.cat(images[:2]), nrow=len(x), pad_value=1.0),
@@ -173,7 +173,7 @@ class Media(Callback):
 
             grids, clips = self.sounds(pl_module)
             rate = pl_module.audio.settings.sample_rate
-            named = {f"{kind[:-1]}_{i:02d}": wave for kind, waves in clips.items() for i, wave in enumerate(waves)}
+            named = {f"{what[:-1]}_{i:02d}": wave for what, waves in clips.items() for i, wave in enumerate(waves)}
             write_wavs(folder / "audio", named, rate)
         else:
             grids = self.grids(pl_module)

@@ -28,13 +28,12 @@ def evaluate(
     k-sample NLL, in nats per example; bits/dim (images) and perplexity (sequences) from the NLL.
     """
     model = model.to(device).eval()
-    totals, nll_total, tokens, count = None, 0.0, 0.0, 0
+    totals, nll_total, count = None, 0.0, 0
     for batch in batches:
         x, mask = batch["x"].to(device), batch["mask"].to(device) if "mask" in batch else None
         values = model.batch_sums("test", x, model.elbo_terms(x, mask), mask=mask)
         totals = values if totals is None else totals + values
         nll_total += float(-model.log_likelihood(x, k, mask, max_decoded_values).sum())
-        tokens += float(mask.sum()) if mask is not None else 0.0
         count += len(x)
     if not count:
         raise DataError("the evaluation split is empty")
@@ -43,8 +42,9 @@ def evaluate(
     metrics.pop("iwae_ppl", None)
     if model.spec.modality == "image":
         metrics["bpd"] = metrics["nll"] / (model.spec.numel * math.log(2))
-    if tokens:
-        metrics["ppl"] = math.exp(nll_total / tokens)
+    if model.spec.variable_length:  # the real tokens batch_sums counted
+        tokens = totals[model.metric_names("test").index("tokens")]
+        metrics["ppl"] = math.exp(nll_total / float(tokens))
     return metrics
 
 

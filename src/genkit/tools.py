@@ -33,9 +33,7 @@ class SampleOptions:
     n: int = 64  # number of prior samples
     temperature: float = 1.0  # scales z ~ p(z): below 1 gives more typical, less varied samples
     seed: int = 0  # seeds the draws (option seed=N)
-    out: str = (
-        ""  # output file; default: <checkpoint>.samples.png (text: .samples.txt; audio: a folder of WAVs) beside it
-    )
+    out: str = ""  # default: <checkpoint>.samples.png beside it (text: .samples.txt; audio: a WAV folder)
     method: str = "greedy"  # text: greedy (most likely word) or sample (drawn word by word)
     top_p: float = 1.0  # text, method=sample: draw from the smallest set of words holding this mass (nucleus)
     token_temperature: float = 1.0  # text, method=sample: softmax temperature of each word draw
@@ -49,9 +47,7 @@ class ReconstructOptions:
     n: int = 16  # examples to reconstruct (the first n of the split)
     split: str = "test"  # train | val | test
     seed: int = 0  # seeds the data module's binarisation, if any
-    out: str = (
-        ""  # output file; default: <checkpoint>.reconstructions.png (text: .txt; audio: a folder of WAVs) beside it
-    )
+    out: str = ""  # default: <checkpoint>.reconstructions.png beside it (text: .txt; audio: a WAV folder)
     data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
 
 
@@ -66,9 +62,7 @@ class InterpolateOptions:
     steps: int = 8  # decoded points between (and including) the two latents
     path: str = "both"  # linear | slerp (spherical, White 2016) | both (one row each)
     seed: int = 0  # seeds the data module's binarisation, if any
-    out: str = (
-        ""  # output file; default: <checkpoint>.interpolation.png (text: .txt; audio: a folder of WAVs) beside it
-    )
+    out: str = ""  # default: <checkpoint>.interpolation.png beside it (text: .txt; audio: a WAV folder)
     data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config
 
 
