@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +41,19 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run a command and return it (stdout and stderr captured as text)."""
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def wandb_log_records(log: Path, env: dict[str, str]) -> list[dict]:
+    """The records of one offline W&B run file (``run-*.wandb``), read by W&B's own inspector."""
+    result = run(["wandb", "leet", "inspect", "--json", str(log)], env, log.parent, timeout=120)
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def wandb_records(run_dir: Path, env: dict[str, str]) -> list[dict]:
+    """The records of the one offline W&B run under ``run_dir``."""
+    logs = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(logs) == 1, f"expected one offline W&B run in {run_dir}, found {logs}"
+    return wandb_log_records(logs[0], env)
 
 
 #: Overrides that keep an end-to-end run to a few seconds.

@@ -12,13 +12,12 @@ import soundfile
 import torch
 
 import genkit
-from conftest import FAST, run, script, shared_data
+from conftest import FAST, run, script, shared_data, wandb_records
 from genkit.audio import AudioFeatures, AudioSettings
 from genkit.compose import train_config
 from genkit.data import audio as audio_data
 from genkit.data.audio import AudioFolder, read_clip
 from genkit.errors import DataError, DataNotFoundError
-from test_cli import wandb_records
 
 RATE = 8000
 

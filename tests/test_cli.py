@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 import genkit
-from conftest import FAST, run, script, shared_data
-
-
-def wandb_records(run_dir: Path, env: dict[str, str]) -> list[dict]:
-    """The records of the offline W&B run under ``run_dir``, read by W&B's own inspector."""
-    logs = list(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-    assert len(logs) == 1, f"expected one offline W&B run in {run_dir}, found {logs}"
-    result = run(["wandb", "leet", "inspect", "--json", str(logs[0])], env, run_dir, timeout=120)
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+from conftest import FAST, run, script, shared_data, wandb_records
 
 
 def test_default_run_trains_summarises_checkpoints_and_logs_offline(tmp_path, cli_env):

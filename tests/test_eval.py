@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, run, script
+from conftest import FAST, run, script, wandb_log_records
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,25 @@ def test_eval_reports_the_bound_and_the_nll_beside_the_checkpoint(checkpoint, tm
     assert {"bpd", "active_units"} <= metrics.keys()
     val = run([*script("genkit-eval"), f"ckpt={checkpoint}", "split=val", "nll.k=4"], cli_env, tmp_path)
     assert val.returncode == 0 and checkpoint.with_name("last.val.eval.json").is_file()
+
+
+def test_eval_adds_its_results_to_the_summary_of_the_run_that_trained_the_checkpoint(tmp_path, cli_env):
+    out = tmp_path / "run"
+    trained = run(
+        [*script("genkit-train"), "trainer.max_epochs=1", *FAST[1:], f"hydra.run.dir={out}"], cli_env, tmp_path
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    ckpt = out / "checkpoints" / "last.ckpt"
+    result = run([*script("genkit-eval"), f"ckpt={ckpt}", "nll.k=4"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = (out / "wandb-run-id").read_text().strip()
+    training, evaluation = sorted(out.glob("wandb/offline-run-*"))  # the same W&B run, continued
+    assert training.name.endswith(run_id) and evaluation.name.endswith(run_id)
+    records = wandb_log_records(next(evaluation.glob("run-*.wandb")), cli_env)
+    summary = {k: v for r in records if r["type"] == "summary" for k, v in r["summary"]["update"].items()}
+    metrics = json.loads(ckpt.with_name("last.test.eval.json").read_text())["metrics"]
+    assert summary["eval/test/nll"] == pytest.approx(metrics["nll"]) and summary["eval/test/nll_k"] == 4
+    assert summary["eval/test/nelbo"] == pytest.approx(metrics["nelbo"])
 
 
 @pytest.mark.parametrize(

@@ -12,13 +12,12 @@ import pytest
 import torch
 
 import genkit
-from conftest import FAST, run, script, shared_data
+from conftest import FAST, run, script, shared_data, wandb_records
 from genkit.compose import build_model, train_config
 from genkit.data.base import SequenceBatches
 from genkit.data.text import TextLines, decode_tokens
 from genkit.errors import DataError, DataNotFoundError
 from genkit.sequences import sample_top_p
-from test_cli import wandb_records
 
 SUBJECTS = ["the cat", "a dog", "my friend", "the old man", "a small bird", "the teacher"]
 VERBS = ["sees", "likes", "chases", "finds", "helps", "watches"]

@@ -16,6 +16,7 @@ from torch import Tensor
 from genkit.checkpoint import model_from_checkpoint, read_checkpoint
 from genkit.errors import DataError, UsageError
 from genkit.model import METRIC_LABELS, VAE
+from genkit.tracking import record_in_run
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,8 @@ def checkpoint_data(run_cfg: DictConfig, model: VAE, changes: dict | DictConfig)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """``genkit-eval``: score ``cfg.ckpt`` on ``cfg.split``; results also go beside the checkpoint."""
+    """``genkit-eval``: score ``cfg.ckpt`` on ``cfg.split``; results go beside the checkpoint and,
+    when its run folder recorded a W&B run, into that run's summary as ``eval/<split>/<metric>``."""
     check_split(cfg.split)
     k = int(cfg.nll.k)
     check_count("nll.k", k, "importance samples per example")
@@ -110,4 +112,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     result = {"checkpoint": str(ckpt.resolve()), "split": cfg.split, "data": data_name, "nll_k": k, "metrics": metrics}
     out.write_text(json.dumps(result, indent=2))
     log.info("written to %s", out)
+    wandb_options = (run_cfg.get("logger") or {}).get("wandb")
+    if cfg.wandb and wandb_options is not None:
+        summary = {f"eval/{cfg.split}/{name}": value for name, value in metrics.items()}
+        record_in_run(ckpt.resolve().parent.parent, wandb_options, {**summary, f"eval/{cfg.split}/nll_k": k})
     return result

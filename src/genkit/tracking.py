@@ -45,26 +45,39 @@ def sweep_identity() -> tuple[str | None, str | None]:
     return group, name
 
 
+def wandb_mode(options: DictConfig) -> str:
+    """The configured W&B mode; unset, ``WANDB_MODE``, else online with an API key and offline without."""
+    return options.get("mode") or os.environ.get("WANDB_MODE") or ("online" if has_wandb_key() else "offline")
+
+
+def wandb_settings(options: DictConfig) -> Any:
+    """Bounded start and finish: W&B trouble may delay genkit by at most these many seconds."""
+    import wandb
+
+    return wandb.Settings(
+        init_timeout=float(options.get("init_timeout", 60)),
+        finish_timeout=float(options.get("finish_timeout", 120)),
+        quiet=True,
+    )
+
+
 def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path, resumed: bool = False) -> Any | None:
     """A started ``WandbLogger``, or None (with one warning) if W&B cannot start.
 
     A resumed run continues the W&B run its folder recorded (same id, ``resume="allow"``).
     """
-    mode = options.get("mode") or os.environ.get("WANDB_MODE")
-    if not mode:
-        mode = "online" if has_wandb_key() else "offline"
-        if mode == "offline":
-            log.info(
-                "W&B: no API key found, logging offline under %s/wandb; upload later with "
-                "`wandb sync %s/wandb/offline-run-*` (or set logger.wandb.mode / run `wandb login`)",
-                save_dir,
-                save_dir,
-            )
+    mode = wandb_mode(options)
+    if mode == "offline" and not (options.get("mode") or os.environ.get("WANDB_MODE")):
+        log.info(
+            "W&B: no API key found, logging offline under %s/wandb; upload later with "
+            "`wandb sync %s/wandb/offline-run-*` (or set logger.wandb.mode / run `wandb login`)",
+            save_dir,
+            save_dir,
+        )
     group, name = sweep_identity()
     id_file = save_dir / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if resumed and id_file.is_file() else None
     try:
-        import wandb
         from lightning.pytorch.loggers import WandbLogger
         from lightning.pytorch.utilities import rank_zero_only
 
@@ -78,7 +91,7 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path, resumed: 
             mode=mode,
             save_dir=str(save_dir),
             config=OmegaConf.to_container(cfg, resolve=True),
-            settings=wandb.Settings(init_timeout=float(options.get("init_timeout", 60)), quiet=True),
+            settings=wandb_settings(options),
             **({"id": run_id, "resume": "allow"} if run_id else {}),
         )
         experiment = logger.experiment  # start now, so a failure is caught here and not mid-training
@@ -121,3 +134,34 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+def record_in_run(run_dir: Path, options: DictConfig, values: dict[str, float]) -> bool:
+    """Add ``values`` to the summary of the W&B run the training in ``run_dir`` recorded.
+
+    True when written; False, with the reason logged, when the folder recorded no run or
+    W&B fails (results are already saved locally, so this must never raise).
+    """
+    id_file = run_dir / WANDB_ID_FILE
+    if not id_file.is_file():
+        log.info("W&B: %s recorded no W&B run, so the results are only saved locally", run_dir)
+        return False
+    try:
+        import wandb
+
+        run = wandb.init(
+            id=id_file.read_text().strip(),
+            resume="allow",
+            project=options.get("project") or "genkit",
+            entity=options.get("entity"),
+            dir=str(run_dir),
+            mode=wandb_mode(options),
+            settings=wandb_settings(options),
+        )
+        run.summary.update(values)
+        run.finish()
+    except Exception as error:  # the results are saved locally; W&B trouble must not lose them
+        log.warning("W&B: could not add the results to run %s (%s: %s)", run_dir, error.__class__.__name__, error)
+        return False
+    log.info("W&B: results added to the summary of run %s", id_file.read_text().strip())
+    return True
