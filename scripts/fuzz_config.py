@@ -34,6 +34,7 @@ NAMES = {
     "prior": ["normal", "mog", "vamp", "flow"],
     "posterior": ["gaussian", "laplace"],
     "likelihood": ["bernoulli", "gaussian", "categorical"],
+    "scheduler": ["multistep", "exponential", "cosine", "plateau", "linear"],
 }
 NUMBERS = st.one_of(st.integers(-3, 40), st.sampled_from([0.0, 0.5, 1e-9, -1.0, 1e6, "nan", "abc", "null"]))
 PARAMETERS = {
@@ -59,6 +60,9 @@ PARAMETERS = {
     "encoder.latent_dim": NUMBERS,
     "decoder.param_shape": st.sampled_from(["[1,8,8]", "[3]"]),
     "optim.lr": NUMBERS,
+    "scheduler.gamma": NUMBERS,
+    "scheduler.interval": st.sampled_from(["epoch", "step", "batch"]),
+    "scheduler.monitor": st.sampled_from(["val/nelbo", "train/loss", "val/nll"]),
     "trainer.gradient_clip_val": NUMBERS,
 }
 
@@ -76,7 +80,8 @@ def one_step(overrides: list[str]) -> str:
         datamodule, model = compose(cfg)
         datamodule.setup("fit")
         batch = next(iter(datamodule.train_dataloader()))
-        optimizer = model.configure_optimizers()
+        configured = model.configure_optimizers()
+        optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
         loss = model.loss(model.elbo_terms(batch["x"], batch.get("mask")), beta=float(cfg.model.beta))
         loss.backward()
         optimizer.step()

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from genkit import DataSpec, build_model
-from genkit.compose import build_part, optimizer_factory
+from genkit.compose import build_part, optimizer_factory, schedule
 from genkit.errors import IncompatiblePartsError, PartConfigError, UnknownPartError, WiringError
 from genkit.registry import registry
 
@@ -156,3 +156,25 @@ def test_vamp_prior_shares_the_encoder_and_survives_deepcopy_and_pickle():
     assert clone.prior.encode.encoder is clone.encoder  # the copy's prior uses the copy's encoder
     restored = pickle.loads(pickle.dumps(model))
     assert restored.prior().batch_shape == torch.Size([]) and restored.prior().event_shape == (4,)
+
+
+def scheduler_config(**node) -> DictConfig:
+    return OmegaConf.create({"scheduler": {"_partial_": True, **node}})
+
+
+def test_a_learning_rate_schedule_is_built_from_torch_classes_only_and_checked_up_front():
+    built = schedule(scheduler_config(_target_="torch.optim.lr_scheduler.MultiStepLR", milestones=[1], interval="step"))
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert built.interval == "step" and built.factory(optimizer).milestones == {1: 1}
+    with pytest.raises(PartConfigError, match="must be a torch.optim.lr_scheduler class, got 'os.system'"):
+        schedule(scheduler_config(_target_="os.system"))
+    with pytest.raises(PartConfigError, match="ReduceLROnPlateau refused its configuration: Factor should be < 1.0"):
+        schedule(scheduler_config(_target_="torch.optim.lr_scheduler.ReduceLROnPlateau", factor=2.0))
+    with pytest.raises(PartConfigError, match="scheduler.interval must be epoch or step, got 'batch'"):
+        schedule(scheduler_config(_target_="torch.optim.lr_scheduler.ExponentialLR", gamma=0.9, interval="batch"))
+    cfg = config()
+    cfg.scheduler = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "_partial_": True, "monitor": "val/nll"}
+    with pytest.raises(
+        PartConfigError, match="scheduler.monitor 'val/nll' is not a metric this model logs; .*val/nelbo"
+    ):
+        build_model(cfg, data_spec("digits"))

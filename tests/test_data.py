@@ -138,3 +138,7 @@ def test_excluded_labels_leave_training_and_validation_but_stay_in_test():
     for split in ("train", "val"):
         assert not torch.isin(data.splits[split]["y"], torch.tensor([7, 3])).any()
     assert {3, 7} <= set(data.splits["test"]["y"].tolist()) and len(data.splits["test"]["y"]) == 359
+    with pytest.raises(
+        DataError, match=r"data.exclude_labels=\[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\] leaves no train examples"
+    ):
+        Digits(exclude_labels=list(range(10))).setup()

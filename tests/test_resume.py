@@ -16,9 +16,16 @@ import torch
 from conftest import run, script
 from genkit.checkpoint import WRITE_DELAY_ENV, read_checkpoint
 
-#: Long enough that a kill lands mid-run, short enough for the suite.
+#: Long enough that a kill lands mid-run, short enough for the suite; a learning-rate schedule
+#: whose state must come back too.
 EPOCHS = 12
-RUN = [f"trainer.max_epochs={EPOCHS}", "callbacks.progress_bar.refresh_rate=0"]
+GAMMA = 0.8
+RUN = [
+    f"trainer.max_epochs={EPOCHS}",
+    "callbacks.progress_bar.refresh_rate=0",
+    "scheduler=exponential",
+    f"scheduler.gamma={GAMMA}",
+]
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
@@ -82,6 +89,7 @@ def assert_same_end(resumed: Path, straight: Path) -> None:
     assert weights.keys() == expected_weights.keys()
     assert all(torch.equal(weights[k], expected_weights[k]) for k in weights), "weights differ after resuming"
     assert metrics == expected_metrics
+    assert metrics["train/lr"] == pytest.approx(1e-3 * GAMMA ** (EPOCHS - 1), rel=1e-5)  # the last epoch's rate
 
 
 def test_sigkill_then_resume_ends_exactly_as_an_uninterrupted_run(straight, tmp_path, cli_env):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genkit.contract import verify
 from genkit.errors import IncompatiblePartsError, PartConfigError, WiringError
-from genkit.model import VAE
+from genkit.model import VAE, LearningRateSchedule
 from genkit.parts import WIRING
 from genkit.registry import PLURALS, Entry, registry
 from genkit.spec import DataSpec
@@ -33,7 +33,7 @@ WIRING_SOURCES = {
 PART_KINDS = ("likelihood", "encoder", "posterior", "prior", "decoder")
 #: The preset that chooses fitting parts for data whose modality the default parts do not serve.
 MODALITY_PRESETS = {"text": "experiment=text"}
-MODEL_EXCLUDE = ("encoder", "posterior", "prior", "decoder", "likelihood", "spec", "optimizer")
+MODEL_EXCLUDE = ("encoder", "posterior", "prior", "decoder", "likelihood", "spec", "optimizer", "schedule")
 
 
 class Encode:
@@ -124,9 +124,16 @@ def build_model(cfg: DictConfig, spec: DataSpec, data_name: str = "(from checkpo
     prior = build_part("prior", cfg.prior, {**wiring, "encode": Encode(encoder, posterior)})
     decoder = build_part("decoder", cfg.decoder, {**wiring, "param_shape": likelihood.param_shape})
     try:
-        model = VAE(encoder, posterior, prior, decoder, likelihood, spec, optimizer_factory(cfg), **model_params)
+        model = VAE(
+            encoder, posterior, prior, decoder, likelihood, spec, optimizer_factory(cfg), schedule(cfg), **model_params
+        )
     except (TypeError, ValueError) as error:
         raise PartConfigError(f"the model configuration was refused: {error}") from error
+    if model.schedule is not None and model.schedule.monitor not in model.epoch_metrics():
+        raise PartConfigError(
+            f"scheduler.monitor {model.schedule.monitor!r} is not a metric this model logs; "
+            f"choose one of {', '.join(model.epoch_metrics())}"
+        )
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     verify(model)
     return model
@@ -149,6 +156,34 @@ def optimizer_factory(cfg: DictConfig) -> Any:
     except (TypeError, ValueError) as error:
         raise PartConfigError(f"optim {target} refused its configuration: {error}") from error
     return factory
+
+
+#: When Lightning may step a learning-rate scheduler.
+SCHEDULE_INTERVALS = ("epoch", "step")
+
+
+def schedule(cfg: DictConfig) -> LearningRateSchedule | None:
+    """The ``scheduler`` node as a ``LearningRateSchedule``; only ``torch.optim.lr_scheduler``
+    classes are built. ``interval`` and ``monitor`` are genkit's keys, the rest the class's."""
+    node = cfg.get("scheduler")
+    if node is None:
+        return None
+    arguments = OmegaConf.to_container(node, resolve=True)
+    interval, monitor = arguments.pop("interval", "epoch"), arguments.pop("monitor", "val/nelbo")
+    target = str(arguments.get("_target_", ""))
+    if not target.startswith("torch.optim.lr_scheduler."):
+        raise PartConfigError(f"scheduler._target_ must be a torch.optim.lr_scheduler class, got {target!r}")
+    if interval not in SCHEDULE_INTERVALS:
+        raise PartConfigError(f"scheduler.interval must be epoch or step, got {interval!r}")
+    import torch
+    from hydra.utils import instantiate
+
+    factory = instantiate(arguments, _partial_=True)
+    try:  # check the arguments now, not when training starts
+        factory(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
+    except (TypeError, ValueError, KeyError) as error:
+        raise PartConfigError(f"scheduler {target} refused its configuration: {error}") from error
+    return LearningRateSchedule(factory, interval, monitor)
 
 
 def build_data(cfg: DictConfig) -> tuple[Any, str]:

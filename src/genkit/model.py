@@ -48,6 +48,21 @@ METRIC_LABELS = {
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 
 
+@dataclass(frozen=True)
+class LearningRateSchedule:
+    """A ``torch.optim.lr_scheduler`` class (as ``optimizer -> scheduler``) and when Lightning steps it.
+
+    Attributes:
+        factory: builds the scheduler for the model's optimiser.
+        interval: ``epoch`` or ``step``.
+        monitor: the logged metric ``ReduceLROnPlateau`` watches.
+    """
+
+    factory: Callable[[torch.optim.Optimizer], Any]
+    interval: str = "epoch"
+    monitor: str = "val/nelbo"
+
+
 @dataclass
 class ELBOTerms:
     """One batch's pieces of the bound; per-example values in nats.
@@ -149,6 +164,7 @@ class VAE(L.LightningModule):
         encoder, posterior, prior, decoder, likelihood: the parts (built by ``genkit.compose``).
         spec: the data's spec.
         optimizer: ``params -> Optimizer`` (from the ``optim`` config group).
+        schedule: the learning-rate schedule (the ``scheduler`` config group); None keeps it constant.
         latent_dim: size of z (the one place it is set; genkit wires it into the parts).
         beta: weight of the KL term (beta-VAE, Higgins et al. 2017); 1 gives the ELBO.
         kl_schedule: ``constant``, ``linear`` (beta ramps from 0 over ``kl_warmup_steps``)
@@ -172,6 +188,7 @@ class VAE(L.LightningModule):
         likelihood: Likelihood,
         spec: DataSpec,
         optimizer: OptimizerFactory | None = None,
+        schedule: LearningRateSchedule | None = None,
         *,
         latent_dim: int = 16,
         beta: float = 1.0,
@@ -194,6 +211,7 @@ class VAE(L.LightningModule):
         #: reconstruction distances and for listening.
         self.audio = AudioFeatures.of(spec) if "audio" in spec.extra else None
         self.optimizer_factory = optimizer
+        self.schedule = schedule
         self.latent_dim = latent_dim
         self.beta, self.kl_schedule, self.kl_warmup_steps = beta, kl_schedule, kl_warmup_steps
         self.kl_cycles, self.kl_cycle_ratio = kl_cycles, kl_cycle_ratio
@@ -337,6 +355,10 @@ class VAE(L.LightningModule):
         terms = self.elbo_terms(batch["x"], batch.get("mask"), self.iwae_k)
         self.sums[split].add(self.batch_sums(split, batch["x"], terms, mask=batch.get("mask")), len(batch["x"]))
 
+    def on_train_epoch_start(self) -> None:
+        if self.schedule is not None:  # the rate this epoch trains with (epoch schedules step at its end)
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+
     def on_train_epoch_end(self) -> None:
         self.log_epoch("train")
 
@@ -383,9 +405,22 @@ class VAE(L.LightningModule):
             del means["tokens"]
         return means
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def epoch_metrics(self) -> list[str]:
+        """The ``split/name`` metrics logged once per training and validation epoch (what a
+        learning-rate schedule can watch)."""
+        names = []
+        for split in ("train", "val"):
+            size = len(self.metric_names(split)) + (2 * self.latent_dim if split != "train" else 0)
+            names += [f"{split}/{name}" for name in self.summarize(split, torch.ones(size), 1)]
+        return names
+
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
-        return factory(self.parameters())
+        optimizer = factory(self.parameters())
+        if self.schedule is None:
+            return optimizer
+        scheduler = {"scheduler": self.schedule.factory(optimizer), "interval": self.schedule.interval}
+        return {"optimizer": optimizer, "lr_scheduler": {**scheduler, "monitor": self.schedule.monitor}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         from genkit import __version__

@@ -25,7 +25,19 @@ log = logging.getLogger(__name__)
 
 #: Top-level config keys that define the model, its data or its optimisation: a resumed run
 #: must keep them, or the checkpoint's weights and optimiser state would not fit.
-FROZEN_KEYS = ("data", "encoder", "posterior", "prior", "decoder", "likelihood", "model", "optim", "seed", "plugins")
+FROZEN_KEYS = (
+    "data",
+    "encoder",
+    "posterior",
+    "prior",
+    "decoder",
+    "likelihood",
+    "model",
+    "optim",
+    "scheduler",
+    "seed",
+    "plugins",
+)
 #: ``resume=auto``: each job continues whatever its own run folder holds (nothing: a fresh start),
 #: so the same command with a fixed ``hydra.run.dir``/``hydra.sweep.dir``, or a requeued SLURM
 #: job, restarts where it stopped.

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from genkit.errors import DataError
 from genkit.spec import DataSpec
 
 Split = dict[str, Tensor]  # {"x": [N, ...], "y": [N]} for one split
@@ -284,6 +285,11 @@ class ArrayDataModule(InMemoryDataModule):
         if self.exclude_labels:
             for name in ("train", "val"):
                 keep = ~torch.isin(splits[name]["y"], torch.tensor(self.exclude_labels))
+                if not keep.any():
+                    raise DataError(
+                        f"data.exclude_labels={self.exclude_labels} leaves no {name} examples; "
+                        "leave out fewer labels (they are the classes the model never sees)"
+                    )
                 splits[name] = {k: t[keep] for k, t in splits[name].items()}
         if self.binarize != "none":
             generator = torch.Generator().manual_seed(self.seed)
