@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -165,6 +168,29 @@ def test_an_unreachable_wandb_server_never_stops_training(tmp_path, cli_env):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "W&B could not start" in result.stdout + result.stderr
     assert (out / "csv" / "metrics.csv").is_file() and (out / "metrics.json").is_file()
+
+
+def test_a_wandb_outage_mid_run_delays_the_end_by_at_most_finish_timeout(tmp_path, cli_env):
+    """W&B starts against a server on loopback that then stops answering (tests/wandb_outage_server.py):
+    training, the checkpoint and metrics.json are unaffected, the final upload gives up after
+    logger.wandb.finish_timeout with a warning, and the W&B run stays whole on disk for `wandb sync`
+    (without the timeout, W&B's finish waits on the silent server for good)."""
+    server = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("wandb_outage_server.py"))], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = int(server.stdout.readline())
+        env = {**cli_env, "WANDB_API_KEY": "a" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{port}"}
+        out = tmp_path / "run"
+        args = ["logger.wandb.finish_timeout=5", *FAST, f"hydra.run.dir={out}"]
+        result = run([*script("genkit-train"), *args], env, tmp_path, timeout=300)
+    finally:
+        server.kill()
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "W&B could not start" not in log and "W&B did not finish uploading within 5 s" in log
+    assert (out / "metrics.json").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert list(out.glob("wandb/run-*/run-*.wandb")), "the W&B run must stay on disk for wandb sync"
 
 
 @pytest.mark.parametrize(

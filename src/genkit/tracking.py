@@ -57,6 +57,7 @@ def wandb_settings(options: DictConfig) -> Any:
     return wandb.Settings(
         init_timeout=float(options.get("init_timeout", 60)),
         finish_timeout=float(options.get("finish_timeout", 120)),
+        finish_timeout_raises=True,  # caught by finish_wandb, which says what to do
         quiet=True,
     )
 
@@ -126,14 +127,24 @@ def build_loggers(cfg: DictConfig, save_dir: Path, resumed: bool = False) -> lis
 
 
 def finish_wandb() -> None:
-    """Close the W&B run (each job of a sequential sweep gets its own run)."""
+    """Close the W&B run (each job of a sequential sweep gets its own run). An upload that does not
+    end within ``finish_timeout`` is left to ``wandb sync``, with a warning: the local files are whole."""
     import sys
 
     if "wandb" in sys.modules:
         import wandb
 
-        if wandb.run is not None:
-            wandb.finish()
+        run = wandb.run
+        if run is not None:
+            try:
+                wandb.finish()
+            except TimeoutError:
+                log.warning(
+                    "W&B did not finish uploading within %g s (network or server trouble); the run is complete "
+                    "on disk: upload it later with `wandb sync %s`",
+                    run.settings.finish_timeout,
+                    run.settings.sync_dir,
+                )
 
 
 def record_in_run(run_dir: Path, options: DictConfig, values: dict[str, float]) -> bool:

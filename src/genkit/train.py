@@ -118,12 +118,12 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
             metrics.update({k: float(v) for k, v in results.items()})
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
             metrics.update({k: float(v) for k, v in results.items()})
+        if trainer.is_global_zero:  # saved before W&B's final upload, which may wait on the network
+            log.info("final metrics\n%s", summary_table(metrics))
+            if best:
+                log.info("best checkpoint: %s", best)
+            results = {"metrics": metrics, "best_checkpoint": best, "config": OmegaConf.to_container(cfg, resolve=True)}
+            (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     finally:
         finish_wandb()
-    if trainer.is_global_zero:
-        log.info("final metrics\n%s", summary_table(metrics))
-        if best:
-            log.info("best checkpoint: %s", best)
-        results = {"metrics": metrics, "best_checkpoint": best, "config": OmegaConf.to_container(cfg, resolve=True)}
-        (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
     return metrics
