@@ -107,38 +107,39 @@ def train(name: str, out: Path, data: Path, minutes: float, every: int, override
     return run_dir, start
 
 
-def score(checkpoint: Path, examples: int, k: int, device: torch.device) -> dict[str, float]:
-    """-ELBO and the k-sample NLL of ``checkpoint`` on the first ``examples`` test images."""
-    from genkit.checkpoint import model_from_checkpoint, read_checkpoint
-    from genkit.evaluate import checkpoint_data, evaluate
+def score(model: torch.nn.Module, images: torch.Tensor, k: int, device: torch.device) -> dict[str, float]:
+    """-ELBO and the k-sample NLL of ``model`` on ``images``."""
+    from genkit.evaluate import evaluate
 
-    stored, run_cfg = read_checkpoint(checkpoint)
-    model = model_from_checkpoint(stored, run_cfg, checkpoint)
-    datamodule, _ = checkpoint_data(run_cfg, model, {})
-    images = datamodule.splits["test"]["x"][:examples]
     batches = [{"x": images[i : i + 100]} for i in range(0, len(images), 100)]
     torch.manual_seed(0)
     return evaluate(model, batches, k, 1 << 26, device)
 
 
-def epochs_trained(checkpoint: Path) -> float:
-    """Passes over the training set before ``checkpoint`` was written (fractional if cut by the budget)."""
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+def epochs_trained(stored: dict) -> float:
+    """Passes over the training set before a checkpoint was written (fractional if cut by the budget)."""
     batch_size = stored["genkit"]["config"]["data"]["batch_size"]
     return stored["global_step"] / math.ceil(TRAIN_IMAGES / batch_size)
 
 
 def curve(name: str, run_dir: Path, start: float, args: argparse.Namespace, device: torch.device) -> list[dict]:
     """One row per kept checkpoint, in training order, the last scored on the full test set."""
+    from genkit.checkpoint import model_from_checkpoint, read_checkpoint
+    from genkit.evaluate import checkpoint_data
+
     kept = sorted(run_dir.glob("checkpoints/epoch*.ckpt")) + [run_dir / "checkpoints" / "last.ckpt"]
-    rows = []
+    rows, test_images = [], None
     for checkpoint in kept:
-        epoch = epochs_trained(checkpoint)
+        stored, run_cfg = read_checkpoint(checkpoint)
+        model = model_from_checkpoint(stored, run_cfg, checkpoint)
+        if test_images is None:  # loaded once: every checkpoint of the run sees the same binarised images
+            test_images = checkpoint_data(run_cfg, model, {})[0].splits["test"]["x"]
+        epoch = epochs_trained(stored)
         minutes = (checkpoint.stat().st_mtime - start) / 60
         final = checkpoint.name == "last.ckpt"
         examples = args.test_examples if final else args.curve_examples
         began = time.perf_counter()
-        metrics = score(checkpoint, examples, args.k, device)
+        metrics = score(model, test_images[:examples], args.k, device)
         row = {"model": name, "epochs": epoch, "minutes": minutes, "examples": examples, "final": final, **metrics}
         rows.append(row)
         print(

@@ -9,7 +9,7 @@ shapes are wired by parameter name, so no config repeats a number another part k
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -139,23 +139,35 @@ def build_model(cfg: DictConfig, spec: DataSpec, data_name: str = "(from checkpo
     return model
 
 
+def torch_factory(group: str, node: Any, module: str, probe: Callable[[], Any]) -> Any:
+    """``node`` as a partial of a class from the torch module ``module`` (the only classes
+    allowed), called once on ``probe()`` so that bad arguments fail now, not when training starts."""
+    target = str(node.get("_target_", ""))
+    if not target.startswith(f"{module}."):
+        raise PartConfigError(f"{group}._target_ must be a {module} class, got {target!r}")
+    from hydra.utils import instantiate
+
+    factory = instantiate(node, _partial_=True)
+    try:
+        factory(probe())
+    except (TypeError, ValueError, KeyError) as error:
+        raise PartConfigError(f"{group} {target} refused its configuration: {error}") from error
+    return factory
+
+
+def probe_parameters() -> list[Any]:
+    """One parameter to try an optimiser's arguments on."""
+    import torch
+
+    return [torch.nn.Parameter(torch.zeros(1))]
+
+
 def optimizer_factory(cfg: DictConfig) -> Any:
     """The ``optim`` node as ``params -> Optimizer``; only ``torch.optim`` classes are built."""
     node = cfg.get("optim")
     if node is None:
         return None
-    target = str(node.get("_target_", ""))
-    if not target.startswith("torch.optim."):
-        raise PartConfigError(f"optim._target_ must be a torch.optim class, got {target!r}")
-    import torch
-    from hydra.utils import instantiate
-
-    factory = instantiate(node, _partial_=True)
-    try:  # check the arguments now, not when training starts
-        factory([torch.nn.Parameter(torch.zeros(1))])
-    except (TypeError, ValueError) as error:
-        raise PartConfigError(f"optim {target} refused its configuration: {error}") from error
-    return factory
+    return torch_factory("optim", node, "torch.optim", probe_parameters)
 
 
 #: When Lightning may step a learning-rate scheduler.
@@ -168,21 +180,15 @@ def schedule(cfg: DictConfig) -> LearningRateSchedule | None:
     node = cfg.get("scheduler")
     if node is None:
         return None
+    import torch
+
     arguments = OmegaConf.to_container(node, resolve=True)
     interval, monitor = arguments.pop("interval", "epoch"), arguments.pop("monitor", "val/nelbo")
-    target = str(arguments.get("_target_", ""))
-    if not target.startswith("torch.optim.lr_scheduler."):
-        raise PartConfigError(f"scheduler._target_ must be a torch.optim.lr_scheduler class, got {target!r}")
     if interval not in SCHEDULE_INTERVALS:
         raise PartConfigError(f"scheduler.interval must be epoch or step, got {interval!r}")
-    import torch
-    from hydra.utils import instantiate
-
-    factory = instantiate(arguments, _partial_=True)
-    try:  # check the arguments now, not when training starts
-        factory(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0))
-    except (TypeError, ValueError, KeyError) as error:
-        raise PartConfigError(f"scheduler {target} refused its configuration: {error}") from error
+    factory = torch_factory(
+        "scheduler", arguments, "torch.optim.lr_scheduler", lambda: torch.optim.SGD(probe_parameters(), lr=1.0)
+    )
     return LearningRateSchedule(factory, interval, monitor)
 
 
