@@ -58,7 +58,7 @@ def main() -> None:
     if args.out.exists():
         shutil.rmtree(args.out)
 
-    lm_overrides = ["decoder.conditioning=none", "decoder.word_dropout=0", *args.overrides]
+    lm_overrides = [*args.overrides, "decoder.conditioning=none", "decoder.word_dropout=0"]  # whatever the VAE gets
     lm = train("lm", args.out, args.data, args.epochs, lm_overrides)
     vae = train("vae", args.out, args.data, args.epochs, args.overrides)
     vae_iw = importance_weighted(args.out / "vae", args.k)
