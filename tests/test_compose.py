@@ -178,3 +178,17 @@ def test_a_learning_rate_schedule_is_built_from_torch_classes_only_and_checked_u
         PartConfigError, match="scheduler.monitor 'val/nll' is not a metric this model logs; .*val/nelbo"
     ):
         build_model(cfg, data_spec("digits"))
+
+
+def test_the_optimizer_runs_fused_unless_clipping_under_mixed_precision_or_the_config_chooses():
+    def built(trainer=None, **optim):
+        cfg = OmegaConf.create({"optim": {"_target_": "torch.optim.Adam", "_partial_": True, **optim}})
+        cfg.trainer = trainer or {}
+        return optimizer_factory(cfg)([torch.nn.Parameter(torch.zeros(1))]).defaults
+
+    assert built()["fused"] is True
+    assert built({"gradient_clip_val": 1.0})["fused"] is True
+    clipped_amp = built({"gradient_clip_val": 1.0, "precision": "bf16-mixed"})
+    assert clipped_amp["foreach"] is True and not clipped_amp["fused"]
+    assert not built(fused=False)["fused"]
+    assert built(foreach=True)["foreach"] is True and not built(foreach=True)["fused"]

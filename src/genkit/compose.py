@@ -162,11 +162,31 @@ def probe_parameters() -> list[Any]:
     return [torch.nn.Parameter(torch.zeros(1))]
 
 
+#: Lightning precisions that run a gradient scaler (``16-mixed``) or autocast (``bf16-mixed``).
+MIXED_PRECISIONS = frozenset({"16-mixed", "bf16-mixed", "16", "bf16"})
+
+
 def optimizer_factory(cfg: DictConfig) -> Any:
-    """The ``optim`` node as ``params -> Optimizer``; only ``torch.optim`` classes are built."""
+    """The ``optim`` node as ``params -> Optimizer``; only ``torch.optim`` classes are built.
+
+    Unless the node chooses (``fused`` or ``foreach``), a class with a fused implementation
+    (Adam, AdamW, SGD, Adagrad) gets it: one kernel for the whole step, on CPU about three
+    times faster than ``foreach`` for small models. Lightning cannot clip gradients that a
+    fused step unscales itself, so with ``trainer.gradient_clip_val`` under a mixed
+    precision the grouped ``foreach`` implementation is used instead.
+    """
     node = cfg.get("optim")
     if node is None:
         return None
+    if "fused" not in node and "foreach" not in node:
+        import torch
+
+        cls = getattr(torch.optim, str(node.get("_target_", "")).removeprefix("torch.optim."), None)
+        if isinstance(cls, type) and "fused" in inspect.signature(cls).parameters:
+            trainer = cfg.get("trainer") or {}
+            clipped_amp = trainer.get("gradient_clip_val") and str(trainer.get("precision")) in MIXED_PRECISIONS
+            implementation = {"foreach": True} if clipped_amp else {"fused": True}
+            node = OmegaConf.create({**OmegaConf.to_container(node, resolve=True), **implementation})
     return torch_factory("optim", node, "torch.optim", probe_parameters)
 
 
