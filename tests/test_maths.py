@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from genkit import DataSpec, build_model
 from genkit.likelihoods import BernoulliLikelihood, GaussianLikelihood
@@ -47,6 +47,8 @@ def test_kl_to_standard_normal_matches_closed_form():
     closed = 0.5 * (mu**2 + sigma**2 - 1 - 2 * sigma.log())
     torch.testing.assert_close(per_dim, closed)
     torch.testing.assert_close(kl, closed.sum(-1))
+    torchs = kl_divergence(q.base_dist, Normal(torch.zeros(3), torch.ones(3)))  # the general Normal-Normal KL
+    torch.testing.assert_close(per_dim, torchs)
 
 
 def test_the_fast_gaussian_mixture_density_matches_torchs_mixture_and_its_gradients():

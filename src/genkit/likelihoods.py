@@ -31,7 +31,20 @@ class BernoulliLikelihood(Likelihood):
 
     def forward(self, params: Tensor, mask: Tensor | None = None) -> Distribution:
         # validate_args=False: grey levels in (0, 1) are valid BCE targets but not in Bernoulli's support.
-        return Independent(Bernoulli(logits=params, validate_args=False), self.event_dims)
+        return IndependentBernoulli(Bernoulli(logits=params, validate_args=False), self.event_dims)
+
+
+class IndependentBernoulli(Independent):
+    """``Independent(Bernoulli(logits), n)`` whose ``log_prob`` sums the BCE over the event and
+    negates the sum: torch's negates every element first, one more pass over the data forward
+    and backward in the hottest op of image training. Same values (negation is exact)."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        logits = self.base_dist.logits
+        if logits.shape != value.shape:
+            logits, value = torch.broadcast_tensors(logits, value)
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, value, reduction="none")
+        return -bce.sum(tuple(range(-self.reinterpreted_batch_ndims, 0)))
 
 
 SIGMA_MODES = ("fixed", "global", "per_dim", "predicted")

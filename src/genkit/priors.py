@@ -6,7 +6,7 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal, register_kl
 
 from genkit.parts import EncodeFn, Prior
 from genkit.registry import register_prior
@@ -58,7 +58,22 @@ class NormalPrior(Prior):
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self) -> Distribution:
-        return Independent(Normal(self.loc, self.scale), 1)
+        return Independent(StandardNormal(self.loc, self.scale), 1)
+
+
+class StandardNormal(Normal):
+    """A ``Normal`` known to be N(0, 1): built by ``NormalPrior`` from zeros and ones only.
+
+    Knowing it, the KL from a Gaussian posterior is the closed form
+    ``0.5 (mu^2 + sigma^2 - 1) - log sigma``: half the ops of torch's Normal-Normal KL
+    (which divides by a scale of one), forward and backward, in every training step.
+    """
+
+
+@register_kl(Normal, StandardNormal)
+def kl_normal_standard_normal(q: Normal, p: StandardNormal) -> Tensor:
+    """KL(q || N(0, 1)) per dimension."""
+    return 0.5 * (q.loc.square() + q.scale.square() - 1) - q.scale.log()
 
 
 @register_prior("mog")
