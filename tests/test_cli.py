@@ -217,3 +217,28 @@ def test_genkit_list_shows_every_part_with_origin_and_parameters(tmp_path, cli_e
     assert "vamp           [genkit]  pseudo_inputs=500, init_std=0.5" in result.stdout
     only = run([*script("genkit"), "list", "encoders"], cli_env, tmp_path).stdout
     assert "conv" in only and "priors:" not in only
+
+
+def test_clipping_accumulation_and_a_plateau_schedule_from_the_command_line(tmp_path, cli_env):
+    """genkit steps the optimiser itself; the Trainer's arguments for it still work as Lightning users expect."""
+    out = tmp_path / "run"
+    args = [
+        *FAST,
+        "logger=none",
+        "trainer.gradient_clip_val=0.5",
+        "+trainer.accumulate_grad_batches=3",
+        "scheduler=plateau",
+        "scheduler.patience=0",
+        f"hydra.run.dir={out}",
+    ]
+    result = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2 * 4  # digits: 10 batches an epoch, a step after 3, 6, 9 and the last
+    plateau = saved["lr_schedulers"][0]
+    assert plateau["last_epoch"] == 2  # stepped once per epoch on val/nelbo
+    bad = run([*script("genkit-train"), *args, "+trainer.gradient_clip_algorithm=max"], cli_env, tmp_path)
+    assert bad.returncode == 1 and "gradient_clip_algorithm must be 'norm' or 'value', got 'max'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    kept = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert kept["global_step"] == saved["global_step"]  # the refused run wrote nothing over it

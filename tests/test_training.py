@@ -1,17 +1,24 @@
-"""Training behaviour with a real Lightning Trainer: the NaN guard and exact epoch metrics."""
+"""Training behaviour with a real Lightning Trainer: the NaN guard, exact epoch metrics, and
+and genkit's own optimiser steps (gradient accumulation and clipping)."""
 
 from __future__ import annotations
+
+import os
+from functools import partial
 
 import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from genkit import build_model
 from genkit.data.images import Digits
-from genkit.errors import NonFiniteLossError
+from genkit.errors import NonFiniteLossError, TrainerConfigError
 from genkit.likelihoods import BernoulliLikelihood
+from genkit.model import VAE, OptimizerSteps
+from genkit.train import optimizer_steps, skip_nvml_probe_without_gpu
 from test_maths import SPEC, config
 
 
@@ -64,3 +71,67 @@ def test_validation_metrics_are_exact_means_over_the_split(tmp_path):
     mean = expected.posterior.mean
     active = ((mean.pow(2).mean(0) - mean.mean(0).pow(2)) > 0.01).sum().item()
     assert results["val/active_units"] == active
+
+
+def sgd_model(lr: float) -> VAE:
+    """The test model with plain SGD, whose update is exactly ``-lr * gradient``."""
+    torch.manual_seed(0)
+    model = build_model(config(), SPEC)
+    model.optimizer_factory = partial(torch.optim.SGD, lr=lr)
+    return model
+
+
+def weights(model: VAE) -> Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_accumulated_batches_make_the_same_step_as_one_batch_of_their_size(tmp_path):
+    whole = sgd_model(lr=0.1)
+    torch.manual_seed(1)
+    trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(whole, datamodule=Digits(batch_size=128))
+    halves = sgd_model(lr=0.1)
+    halves.optimizer_steps = OptimizerSteps(accumulate_grad_batches=2)
+    torch.manual_seed(1)  # two batches of 64 draw the same latent noise as one of 128
+    fit = trainer(tmp_path / "halves", max_steps=1, limit_val_batches=0)
+    fit.fit(halves, datamodule=Digits(batch_size=64))
+    assert fit.global_step == 1 and fit.fit_loop.epoch_loop.batch_progress.total.completed == 2
+    assert torch.allclose(weights(halves), weights(whole), atol=1e-6)
+    assert not torch.allclose(weights(whole), weights(sgd_model(lr=0.1)))
+
+
+def test_an_epoch_ending_mid_accumulation_still_steps(tmp_path):
+    model = sgd_model(lr=0.1)
+    model.optimizer_steps = OptimizerSteps(accumulate_grad_batches=3)
+    fit = trainer(tmp_path, max_epochs=1, limit_val_batches=0)
+    fit.fit(model, datamodule=Digits())  # 10 batches: steps after 3, 6, 9 and the last one
+    assert fit.global_step == 4
+
+
+@pytest.mark.parametrize("algorithm", ["value", "norm"])
+def test_gradients_are_clipped_before_the_step(algorithm, tmp_path):
+    start = weights(sgd_model(lr=1.0))
+    model = sgd_model(lr=1.0)
+    model.optimizer_steps = OptimizerSteps(gradient_clip_val=1e-3, gradient_clip_algorithm=algorithm)
+    trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(model, datamodule=Digits())
+    change = weights(model) - start
+    measure = change.abs().max() if algorithm == "value" else change.norm()
+    assert 0 < measure <= 1e-3 + 1e-6  # float32 rounding of weight - start
+    unclipped = sgd_model(lr=1.0)
+    trainer(tmp_path / "unclipped", max_steps=1, limit_val_batches=0).fit(unclipped, datamodule=Digits())
+    assert (weights(unclipped) - start).norm() > 1e-2
+
+
+def test_step_settings_that_make_no_sense_are_one_clear_error():
+    with pytest.raises(TrainerConfigError, match="gradient_clip_algorithm must be 'norm' or 'value', got 'max'"):
+        optimizer_steps(OmegaConf.create({"gradient_clip_algorithm": "max"}))
+    with pytest.raises(TrainerConfigError, match="accumulate_grad_batches must be at least 1, got 0"):
+        optimizer_steps(OmegaConf.create({"accumulate_grad_batches": 0}))
+    assert optimizer_steps(OmegaConf.create({"max_epochs": 3, "gradient_clip_val": None})) == OptimizerSteps()
+
+
+def test_without_a_gpu_cuda_checks_skip_nvml(monkeypatch):
+    monkeypatch.setenv("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # what importing Lightning sets
+    skip_nvml_probe_without_gpu()
+    expected = "1" if torch.cuda.is_available() else "0"
+    assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == expected
+    assert torch.cuda.is_available() is (expected == "1")

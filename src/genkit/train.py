@@ -19,7 +19,7 @@ from genkit import plugins
 from genkit.checkpoint import AtomicCheckpointIO
 from genkit.compose import PART_KINDS, compose, entry_for
 from genkit.errors import TrainerConfigError
-from genkit.model import METRIC_LABELS
+from genkit.model import METRIC_LABELS, OptimizerSteps
 from genkit.resume import ResumePoint, resume_point
 from genkit.tracking import build_loggers, finish_wandb
 
@@ -61,6 +61,24 @@ def summary_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines) + "\n(nats per example; train: running mean over the last epoch; val/test: best checkpoint)"
 
 
+#: Trainer arguments the model applies itself (``genkit.model.OptimizerSteps``): Lightning's manual
+#: optimisation, which genkit's training step uses, does not take them.
+STEP_ARGUMENTS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+
+
+def optimizer_steps(trainer: DictConfig) -> OptimizerSteps:
+    """Clipping and accumulation from ``cfg.trainer``.
+
+    Raises:
+        TrainerConfigError: an unknown clipping algorithm, or a negative value.
+    """
+    arguments = {name: trainer[name] for name in STEP_ARGUMENTS if trainer.get(name) is not None}
+    try:
+        return OptimizerSteps(**arguments)
+    except (TypeError, ValueError) as error:
+        raise TrainerConfigError(str(error)) from error
+
+
 def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callback], output_dir: Path) -> L.Trainer:
     """The Lightning Trainer of ``cfg.trainer``; settings this machine cannot run become one clear error.
 
@@ -68,9 +86,12 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callbac
         TrainerConfigError: unknown devices, accelerator, strategy or precision, an unknown
             Trainer argument, or more devices than exist.
     """
+    arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for name in STEP_ARGUMENTS:
+        arguments.pop(name, None)
     try:
         return L.Trainer(
-            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            **arguments,
             logger=loggers or False,
             callbacks=callbacks,
             default_root_dir=str(output_dir),
@@ -85,11 +106,25 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callbac
         ) from error
 
 
+def skip_nvml_probe_without_gpu() -> None:
+    """On a machine without a usable GPU, answer torch's CUDA checks without NVML.
+
+    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that checking for CUDA
+    cannot poison forked processes; torch's optimisers check on every step, and until CUDA
+    is initialised each NVML check loads the NVML library again (~40 µs, 1-2% of a small
+    model's CPU step). Where that check finds no GPU, CUDA's own device count (cached, and
+    with no device nothing to poison) gives the same answer.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and not torch.cuda.is_available():
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
     # Argument validation in torch.distributions is a debugging aid that costs time every
     # step; genkit.testing's contract checks keep it on.
     torch.distributions.Distribution.set_default_validate_args(False)
+    skip_nvml_probe_without_gpu()
     # genkit logs epoch values it has already reduced exactly over all ranks (VAE.log_epoch),
     # so Lightning's advice to add sync_dist=True does not apply.
     warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
@@ -98,7 +133,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     start = resume_point(cfg, output_dir) if cfg.get("resume") else ResumePoint(None)
     if start.finished is not None:
         return start.finished
+    steps = optimizer_steps(cfg.trainer)
     datamodule, model = compose(cfg)
+    model.optimizer_steps = steps
     data_name = entry_for("data", cfg.data).name
     log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
     callbacks = build_callbacks(cfg, output_dir)
