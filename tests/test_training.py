@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from genkit import build_model
+from genkit.compose import optimizer_factory
 from genkit.data.images import Digits
 from genkit.errors import NonFiniteLossError, TrainerConfigError
 from genkit.likelihoods import BernoulliLikelihood
@@ -135,3 +136,17 @@ def test_without_a_gpu_cuda_checks_skip_nvml(monkeypatch):
     expected = "1" if torch.cuda.is_available() else "0"
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == expected
     assert torch.cuda.is_available() is (expected == "1")
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_bf16_mixed_precision_trains_with_the_optimizer_compose_picks(clip, tmp_path):
+    """Fused Adam without clipping; with clipping the foreach one, which Lightning can clip under AMP."""
+    model = build_model(config(), SPEC)
+    cfg = {"optim": {"_target_": "torch.optim.Adam"}, "trainer": {"precision": "bf16-mixed", "gradient_clip_val": clip}}
+    model.optimizer_factory = optimizer_factory(OmegaConf.create(cfg))
+    model.optimizer_steps = OptimizerSteps(gradient_clip_val=clip)
+    fit = trainer(tmp_path, max_epochs=1, precision="bf16-mixed")
+    fit.fit(model, datamodule=Digits())
+    assert fit.global_step == 10 and torch.isfinite(fit.callback_metrics["val/nelbo"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert bool(fit.optimizers[0].defaults["fused"]) is (clip is None)
