@@ -27,6 +27,7 @@ from genkit import plugins
 from genkit.cli.app import check_overrides, parse_overrides
 from genkit.compose import compose, train_config
 from genkit.errors import GenkitError
+from genkit.train import optimizer_steps
 
 NAMES = {
     "encoder": ["mlp", "conv", "convv", "transformer"],
@@ -64,6 +65,8 @@ PARAMETERS = {
     "scheduler.interval": st.sampled_from(["epoch", "step", "batch"]),
     "scheduler.monitor": st.sampled_from(["val/nelbo", "train/loss", "val/nll"]),
     "trainer.gradient_clip_val": NUMBERS,
+    "+trainer.accumulate_grad_batches": NUMBERS,
+    "+trainer.gradient_clip_algorithm": st.sampled_from(["norm", "value", "max"]),
 }
 
 outcomes: Counter[str] = Counter()
@@ -76,6 +79,7 @@ def one_step(overrides: list[str]) -> str:
         plugins.load()
         check_overrides(parse_overrides(overrides))
         cfg = train_config(overrides)
+        optimizer_steps(cfg.trainer)
         torch.manual_seed(0)
         datamodule, model = compose(cfg)
         datamodule.setup("fit")

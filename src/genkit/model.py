@@ -85,10 +85,13 @@ class OptimizerSteps:
             raise ValueError(
                 f"trainer.gradient_clip_algorithm must be 'norm' or 'value', got {self.gradient_clip_algorithm!r}"
             )
-        if self.accumulate_grad_batches < 1:
-            raise ValueError(f"trainer.accumulate_grad_batches must be at least 1, got {self.accumulate_grad_batches}")
-        if self.gradient_clip_val is not None and self.gradient_clip_val < 0:
-            raise ValueError(f"trainer.gradient_clip_val must be positive (null: off), got {self.gradient_clip_val}")
+        accumulate = self.accumulate_grad_batches
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f"trainer.accumulate_grad_batches must be a whole number >= 1, got {accumulate!r}")
+        clip = self.gradient_clip_val
+        number = isinstance(clip, int | float) and not isinstance(clip, bool)
+        if clip is not None and not (number and 0 <= clip < math.inf):
+            raise ValueError(f"trainer.gradient_clip_val must be a finite number >= 0 (null: off), got {clip!r}")
 
 
 @dataclass
