@@ -172,6 +172,8 @@ def test_a_learning_rate_schedule_is_built_from_torch_classes_only_and_checked_u
         schedule(scheduler_config(_target_="torch.optim.lr_scheduler.ReduceLROnPlateau", factor=2.0))
     with pytest.raises(PartConfigError, match="scheduler.interval must be epoch or step, got 'batch'"):
         schedule(scheduler_config(_target_="torch.optim.lr_scheduler.ExponentialLR", gamma=0.9, interval="batch"))
+    with pytest.raises(PartConfigError, match="ReduceLROnPlateau watches an epoch metric .*interval=epoch"):
+        schedule(scheduler_config(_target_="torch.optim.lr_scheduler.ReduceLROnPlateau", interval="step"))
     cfg = config()
     cfg.scheduler = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "_partial_": True, "monitor": "val/nll"}
     with pytest.raises(

@@ -209,6 +209,10 @@ def schedule(cfg: DictConfig) -> LearningRateSchedule | None:
     factory = torch_factory(
         "scheduler", arguments, "torch.optim.lr_scheduler", lambda: torch.optim.SGD(probe_parameters(), lr=1.0)
     )
+    if interval == "step" and factory.func is torch.optim.lr_scheduler.ReduceLROnPlateau:
+        raise PartConfigError(
+            "scheduler ReduceLROnPlateau watches an epoch metric (scheduler.monitor); use scheduler.interval=epoch"
+        )
     return LearningRateSchedule(factory, interval, monitor)
 
 

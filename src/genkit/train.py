@@ -70,7 +70,7 @@ def optimizer_steps(trainer: DictConfig) -> OptimizerSteps:
     """Clipping and accumulation from ``cfg.trainer``.
 
     Raises:
-        TrainerConfigError: an unknown clipping algorithm, or a negative value.
+        TrainerConfigError: an unknown clipping algorithm, or a value that is not a number in range.
     """
     arguments = {name: trainer[name] for name in STEP_ARGUMENTS if trainer.get(name) is not None}
     try:
