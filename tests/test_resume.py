@@ -117,12 +117,13 @@ def test_sigterm_and_ctrl_c_save_mid_epoch_and_resume_exactly(signum, straight, 
     log = process.communicate(timeout=120)[0]
     assert process.returncode == 128 + signal.SIGTERM, log[-3000:]
     name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-    # almost always the signal lands in a training step (a mid-epoch save); in the rare case it
-    # lands in the epoch's short validation, the epoch-end checkpoint before it stands
+    # The signal lands in a training step (a save there, mid-epoch), or in an epoch's last step
+    # or its one-batch validation, which Lightning finishes first (a save at the epoch's end);
+    # in a multi-batch validation, the epoch-end checkpoint before it stands.
     assert f"interrupted by {name} at step" in log or f"interrupted by {name} during validation" in log, log[-3000:]
     if "at step" in log:
         progress = torch.load(last, map_location="cpu", weights_only=True)["loops"]["fit_loop"]
-        assert 0 < progress["epoch_loop.batch_progress"]["current"]["completed"] < 10, "a mid-epoch save"
+        assert 0 < progress["epoch_loop.batch_progress"]["current"]["completed"] <= 10, "a save where it stopped"
     resumed = run([*script("genkit-train"), f"resume={stopped}"], cli_env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_end(stopped, straight)
