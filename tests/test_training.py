@@ -1,5 +1,5 @@
 """Training behaviour with a real Lightning Trainer: the NaN guard, exact epoch metrics, and
-and genkit's own optimiser steps (gradient accumulation and clipping)."""
+genkit's own optimiser steps (gradient accumulation and clipping)."""
 
 from __future__ import annotations
 
