@@ -5,10 +5,11 @@ Trains the seed model (experiment=seed_mnist: Dense 128/64, latent 2, BCE + KL, 
 (``genkit.train.train``, the function behind ``genkit-train``, with its default
 callbacks: checkpointing, progress bar, media, and validation every epoch) and through
 hand-written loops. Machine speed here drifts by tens of percent over seconds, so the
-runs are interleaved in blocks of steps: after every 43 genkit training steps, two plain
-loops each take as many steps on the same data, one with PyTorch's default Adam (on CPU the per-tensor
-implementation) and one with the fused Adam genkit chooses. Every step is timed; ratios
-are of total time over all epochs but the first (warm-up), validation excluded.
+runs are interleaved in blocks: after every 43 genkit training steps, two plain loops
+each take as many steps on the same data, one with PyTorch's default Adam (on CPU the
+per-tensor implementation) and one with the fused Adam genkit chooses. Each block of
+genkit steps and each plain step is timed; ratios are of total time over all epochs but
+the first (warm-up), validation excluded.
 
     python scripts/bench_overhead.py --mnist ../shared/data/mnist [--epochs 6]
 """
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 BATCH = 128
-BLOCK = 43
+BLOCK = 43  # genkit steps between rounds of plain steps: a tenth of an epoch
 #: Per training epoch, seconds spent in genkit's steps and in each plain loop's steps.
 EPOCHS: list[dict[str, float]] = []
 
