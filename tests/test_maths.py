@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from genkit import DataSpec, build_model
-from genkit.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from genkit.likelihoods import BernoulliLikelihood, BinaryCrossEntropyWithLogits, GaussianLikelihood
 from genkit.model import analytic_kl
 from genkit.priors import DiagonalGaussianMixture, MixturePrior, NormalPrior, mixture
 
@@ -86,6 +86,39 @@ def test_bernoulli_log_prob_is_minus_summed_bce():
     logits, x = torch.randn(4, 1, 8, 8), torch.rand(4, 1, 8, 8)
     log_p = BernoulliLikelihood(SPEC)(logits).log_prob(x)
     torch.testing.assert_close(log_p, -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3)))
+
+
+def test_genkits_bce_matches_torchs_in_value_and_gradients_over_the_whole_logit_range():
+    """Logits from -100 to 100 (exp overflows float32 beyond 88), binary and grey targets:
+    float32 values within float32 rounding of torch's float64 BCE, both gradients too."""
+    logits = torch.linspace(-100, 100, 4001).repeat(3, 1)
+    target = torch.stack([torch.zeros(4001), torch.ones(4001), torch.full((4001,), 0.3)])
+    ours_x, ours_y = logits.clone().requires_grad_(), target.clone().requires_grad_()
+    upstream = torch.rand(3, 4001, dtype=torch.double) + 0.5  # the gradient flowing in
+    ours = BinaryCrossEntropyWithLogits.apply(ours_x, ours_y)
+    ours.backward(upstream.float())
+    ref_x, ref_y = logits.double().requires_grad_(), target.double().requires_grad_()
+    ref = F.binary_cross_entropy_with_logits(ref_x, ref_y, reduction="none")
+    ref.backward(upstream)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours.double(), ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours_x.grad.double(), ref_x.grad, rtol=1e-6, atol=3e-7)  # float32 eps x upstream
+    torch.testing.assert_close(ours_y.grad.double(), ref_y.grad, rtol=1e-6, atol=0)
+    doubles = (torch.randn(3, 5, dtype=torch.double) * 4).requires_grad_(), torch.rand(3, 5, dtype=torch.double)
+    assert torch.autograd.gradcheck(BinaryCrossEntropyWithLogits.apply, doubles)
+
+
+def test_bernoulli_log_prob_broadcasts_and_sums_bfloat16_logits_in_float32():
+    """One image of logits scored against a batch (broadcast), and bfloat16 logits (mixed
+    precision) scored in float32 with a bfloat16 gradient, as torch's BCE does under autocast."""
+    logits = torch.randn(1, 1, 8, 8, dtype=torch.bfloat16, requires_grad=True)
+    x = torch.rand(5, 1, 8, 8)
+    log_p = BernoulliLikelihood(SPEC)(logits).log_prob(x)
+    assert log_p.shape == (5,) and log_p.dtype == torch.float32
+    expected = -F.binary_cross_entropy_with_logits(logits.float().expand(5, -1, -1, -1), x, reduction="none")
+    torch.testing.assert_close(log_p, expected.sum((1, 2, 3)))
+    log_p.sum().backward()
+    assert logits.grad.dtype == torch.bfloat16 and logits.grad.shape == logits.shape
 
 
 def test_gaussian_with_unit_sigma_is_half_squared_error_plus_constant():
