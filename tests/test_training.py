@@ -125,6 +125,8 @@ def test_gradients_are_clipped_before_the_step(algorithm, tmp_path):
 def test_step_settings_that_make_no_sense_are_one_clear_error():
     with pytest.raises(TrainerConfigError, match="gradient_clip_algorithm must be 'norm' or 'value', got 'max'"):
         optimizer_steps(OmegaConf.create({"gradient_clip_algorithm": "max"}))
+    with pytest.raises(TrainerConfigError, match="accumulate_grad_batches must be a whole number >= 1, got 0"):
+        optimizer_steps(OmegaConf.create({"accumulate_grad_batches": 0}))
     with pytest.raises(TrainerConfigError, match="accumulate_grad_batches must be a whole number >= 1, got 2.5"):
         optimizer_steps(OmegaConf.create({"accumulate_grad_batches": 2.5}))
     with pytest.raises(TrainerConfigError, match="gradient_clip_val must be a finite number >= 0 .*, got nan"):
