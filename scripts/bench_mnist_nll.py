@@ -109,7 +109,7 @@ def train(name: str, out: Path, data: Path, minutes: float, every: int, override
 
 def score(model: torch.nn.Module, images: torch.Tensor, k: int, device: torch.device) -> dict[str, float]:
     """-ELBO and the k-sample NLL of ``model`` on ``images``."""
-    from genkit.evaluate import evaluate
+    from genkit.training.metrics import evaluate
 
     batches = [{"x": images[i : i + 100]} for i in range(0, len(images), 100)]
     torch.manual_seed(0)
@@ -125,7 +125,7 @@ def epochs_trained(stored: dict) -> float:
 def curve(name: str, run_dir: Path, start: float, args: argparse.Namespace, device: torch.device) -> list[dict]:
     """One row per kept checkpoint, in training order, the last scored on the full test set."""
     from genkit.checkpoint import model_from_checkpoint, read_checkpoint
-    from genkit.evaluate import checkpoint_data
+    from genkit.cli.trained import Trained
 
     kept = sorted(run_dir.glob("checkpoints/epoch*.ckpt")) + [run_dir / "checkpoints" / "last.ckpt"]
     rows, test_images = [], None
@@ -133,7 +133,7 @@ def curve(name: str, run_dir: Path, start: float, args: argparse.Namespace, devi
         stored, run_cfg = read_checkpoint(checkpoint)
         model = model_from_checkpoint(stored, run_cfg, checkpoint)
         if test_images is None:  # loaded once: every checkpoint of the run sees the same binarised images
-            test_images = checkpoint_data(run_cfg, model, {})[0].splits["test"]["x"]
+            test_images = Trained(checkpoint, model, run_cfg).data({})[0].splits["test"]["x"]
         epoch = epochs_trained(stored)
         minutes = (checkpoint.stat().st_mtime - start) / 60
         final = checkpoint.name == "last.ckpt"

@@ -2,7 +2,7 @@
 
 Trains the seed model (experiment=seed_mnist: Dense 128/64, latent 2, BCE + KL, Adam
 1e-3, batch 128) on the same in-memory MNIST through genkit's own training path
-(``genkit.train.train``, the function behind ``genkit-train``, with its default
+(``genkit.training.run.train``, the function behind ``genkit-train``, with its default
 callbacks: checkpointing, progress bar, media, and validation every epoch) and through
 hand-written loops. Machine speed here drifts by tens of percent over seconds, so the
 runs are interleaved in blocks: after every 43 genkit training steps, two plain loops
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
-from genkit.likelihoods import BinaryCrossEntropyWithLogits
+from genkit.parts.likelihoods import BinaryCrossEntropyWithLogits
 
 BATCH = 128
 BLOCK = 43  # genkit steps between rounds of plain steps: a tenth of an epoch
@@ -122,13 +122,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6, help="training epochs (the first is warm-up)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from hydra import compose, initialize_config_dir
-
     import bench_overhead
-    from genkit import plugins
-    from genkit.train import train
+    from genkit.config import train_config
+    from genkit.training.run import train
 
-    plugins.load()
     overrides = [
         "experiment=seed_mnist",
         f"data.root={args.mnist}",
@@ -137,8 +134,7 @@ def main() -> None:
         "logger=none",
         "+callbacks.interleaved._target_=bench_overhead.InterleavedSteps",
     ]
-    with initialize_config_dir(config_dir=str(plugins.config_dir()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = train_config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp))
     epochs = bench_overhead.EPOCHS[1:]

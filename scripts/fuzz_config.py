@@ -23,11 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
-from genkit import plugins
-from genkit.cli.app import check_overrides, parse_overrides
-from genkit.compose import compose, train_config
+from genkit import config
+from genkit.cli.app import CommandLine
+from genkit.compose import compose
 from genkit.errors import GenkitError
-from genkit.train import optimizer_steps
 
 NAMES = {
     "encoder": ["mlp", "conv", "convv", "transformer"],
@@ -76,16 +75,14 @@ tried: list[list[str]] = []  # the last one is hypothesis's shrunk failing examp
 def one_step(overrides: list[str]) -> str:
     """What genkit-train does with ``overrides`` up to one optimiser step; the outcome's kind."""
     try:
-        plugins.load()
-        check_overrides(parse_overrides(overrides))
-        cfg = train_config(overrides)
-        optimizer_steps(cfg.trainer)
+        config.prepare()
+        CommandLine.parse(["genkit-train", *overrides]).check()
+        cfg = config.train_config(overrides)
         torch.manual_seed(0)
         datamodule, model = compose(cfg)
         datamodule.setup("fit")
         batch = next(iter(datamodule.train_dataloader()))
-        configured = model.configure_optimizers()
-        optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+        optimizer = model.optimization.optimizer(model.parameters())
         loss = model.loss(model.elbo_terms(batch["x"], batch.get("mask")), beta=float(cfg.model.beta))
         loss.backward()
         optimizer.step()

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+import genkit
 from genkit import DataSpec, build_model
-from genkit.compose import build_part, optimizer_factory, schedule
+from genkit.compose import build_part
 from genkit.errors import IncompatiblePartsError, PartConfigError, UnknownPartError, WiringError
 from genkit.registry import registry
+from genkit.training.optimization import learning_rate_schedule, optimizer_factory
 
 
 def node(kind: str, name: str, **params) -> dict:
@@ -56,7 +59,7 @@ def example_batch(spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
         return torch.rand(3, *spec.event_shape), None
     lengths = torch.tensor([spec.event_shape[0], 5, 3])
     mask = torch.arange(spec.event_shape[0]) < lengths[:, None]
-    tokens = torch.randint(4, int(spec.extra["vocab_size"]), (3, spec.event_shape[0])) * mask
+    tokens = torch.randint(4, spec.vocabulary.vocab_size, (3, spec.event_shape[0])) * mask
     return tokens, mask
 
 
@@ -123,7 +126,7 @@ def test_only_registered_classes_are_built():
     with pytest.raises(UnknownPartError, match="'os.system' is not a registered encoder"):
         build_model(cfg, data_spec("digits"))
     with pytest.raises(PartConfigError, match="must be a torch.optim class"):
-        optimizer_factory(OmegaConf.create({"optim": {"_target_": "os.system", "_partial_": True}}))
+        optimizer_factory(OmegaConf.create({"_target_": "os.system"}), {})
 
 
 def test_values_a_part_refuses_name_the_part():
@@ -134,7 +137,7 @@ def test_values_a_part_refuses_name_the_part():
 def test_values_scripts_fuzz_config_found_raw_errors_for_are_clean_errors():
     """Each of these once ended in a raw traceback (found by scripts/fuzz_config.py)."""
     with pytest.raises(PartConfigError, match="torch.optim.Adam refused its configuration: Invalid learning rate"):
-        optimizer_factory(OmegaConf.create({"optim": {"_target_": "torch.optim.Adam", "lr": -1.0}}))
+        optimizer_factory(OmegaConf.create({"_target_": "torch.optim.Adam", "lr": -1.0}), {})
     cfg = config()
     cfg.model.latent_dim = -1
     with pytest.raises(PartConfigError, match="model.latent_dim must be at least 1, got -1"):
@@ -158,24 +161,24 @@ def test_vamp_prior_shares_the_encoder_and_survives_deepcopy_and_pickle():
     assert restored.prior().batch_shape == torch.Size([]) and restored.prior().event_shape == (4,)
 
 
-def scheduler_config(**node) -> DictConfig:
-    return OmegaConf.create({"scheduler": {"_partial_": True, **node}})
+def schedule(**node) -> Any:
+    return learning_rate_schedule(OmegaConf.create(node), "val/nelbo")
 
 
 def test_a_learning_rate_schedule_is_built_from_torch_classes_only_and_checked_up_front():
-    built = schedule(scheduler_config(_target_="torch.optim.lr_scheduler.MultiStepLR", milestones=[1], interval="step"))
+    built = schedule(_target_="torch.optim.lr_scheduler.MultiStepLR", milestones=[1], interval="step")
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     assert built.interval == "step" and built.factory(optimizer).milestones == {1: 1}
     with pytest.raises(PartConfigError, match="must be a torch.optim.lr_scheduler class, got 'os.system'"):
-        schedule(scheduler_config(_target_="os.system"))
+        schedule(_target_="os.system")
     with pytest.raises(PartConfigError, match="ReduceLROnPlateau refused its configuration: Factor should be < 1.0"):
-        schedule(scheduler_config(_target_="torch.optim.lr_scheduler.ReduceLROnPlateau", factor=2.0))
+        schedule(_target_="torch.optim.lr_scheduler.ReduceLROnPlateau", factor=2.0)
     with pytest.raises(PartConfigError, match="scheduler.interval must be epoch or step, got 'batch'"):
-        schedule(scheduler_config(_target_="torch.optim.lr_scheduler.ExponentialLR", gamma=0.9, interval="batch"))
+        schedule(_target_="torch.optim.lr_scheduler.ExponentialLR", gamma=0.9, interval="batch")
     with pytest.raises(PartConfigError, match="ReduceLROnPlateau watches an epoch metric .*interval=epoch"):
-        schedule(scheduler_config(_target_="torch.optim.lr_scheduler.ReduceLROnPlateau", interval="step"))
+        schedule(_target_="torch.optim.lr_scheduler.ReduceLROnPlateau", interval="step")
     cfg = config()
-    cfg.scheduler = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "_partial_": True, "monitor": "val/nll"}
+    cfg.scheduler = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "monitor": "val/nll"}
     with pytest.raises(
         PartConfigError, match="scheduler.monitor 'val/nll' is not a metric this model logs; .*val/nelbo"
     ):
@@ -184,9 +187,8 @@ def test_a_learning_rate_schedule_is_built_from_torch_classes_only_and_checked_u
 
 def test_the_optimizer_runs_fused_unless_clipping_under_mixed_precision_or_the_config_chooses():
     def built(trainer=None, **optim):
-        cfg = OmegaConf.create({"optim": {"_target_": "torch.optim.Adam", "_partial_": True, **optim}})
-        cfg.trainer = trainer or {}
-        return optimizer_factory(cfg)([torch.nn.Parameter(torch.zeros(1))]).defaults
+        node = OmegaConf.create({"_target_": "torch.optim.Adam", **optim})
+        return optimizer_factory(node, trainer or {})([torch.nn.Parameter(torch.zeros(1))]).defaults
 
     assert built()["fused"] is True
     assert built({"gradient_clip_val": 1.0})["fused"] is True
@@ -194,3 +196,31 @@ def test_the_optimizer_runs_fused_unless_clipping_under_mixed_precision_or_the_c
     assert clipped_amp["foreach"] is True and not clipped_amp["fused"]
     assert not built(fused=False)["fused"]
     assert built(foreach=True)["foreach"] is True and not built(foreach=True)["fused"]
+
+
+class DoubledKL(genkit.VAE):
+    """A model with another objective: the KL counted twice."""
+
+    def loss(self, terms, beta):  # noqa: ANN001, ANN201
+        return (terms.rec + 2 * beta * terms.kl).mean()
+
+
+@pytest.fixture
+def doubled_kl_model():
+    """Register ``DoubledKL`` as ``model=doubled_kl`` for one test, then remove it again."""
+    from hydra.core.config_store import ConfigStore
+
+    genkit.register_model("doubled_kl")(DoubledKL)
+    yield registry("model").get("doubled_kl")
+    del registry("model").entries["doubled_kl"]
+    del ConfigStore.instance().repo["model"]["doubled_kl.yaml"]
+
+
+def test_a_registered_model_replaces_the_objective(doubled_kl_model):
+    cfg = config()
+    cfg.model = {"_target_": doubled_kl_model.target, "latent_dim": 4}
+    model = build_model(cfg, data_spec("digits"))
+    assert type(model) is DoubledKL
+    terms = model.elbo_terms(torch.rand(3, 1, 8, 8))
+    torch.testing.assert_close(model.loss(terms, 1.0), (terms.rec + 2 * terms.kl).mean())
+    assert doubled_kl_model.parameters()["latent_dim"] == 16  # the options come from VAE's signature

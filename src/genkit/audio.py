@@ -1,68 +1,25 @@
 """Audio features and their inverse: log-mel spectrograms in torch, audio back by Griffin-Lim.
 
-The settings (sample rate, STFT and mel parameters, the training split's per-band
-normalisation) travel in the data spec, hence in every checkpoint: a reloaded model
-computes the same features and turns its outputs into sound without the data set.
+The settings (``genkit.spec.AudioSettings``: sample rate, STFT and mel parameters, the
+training split's per-band normalisation) travel in the data spec, hence in every
+checkpoint: a reloaded model computes the same features and turns its outputs into sound
+without the data set.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from genkit.spec import DataSpec
+from genkit.spec import REPRESENTATIONS, AudioSettings, DataSpec
 
-REPRESENTATIONS = ("logmel", "waveform")
+__all__ = ["REPRESENTATIONS", "AudioFeatures", "AudioSettings", "spectrogram_images", "write_wavs"]
+
 #: Griffin-Lim iterations when turning a log-mel spectrogram into sound.
 GRIFFIN_LIM_ITERATIONS = 32
-
-
-@dataclass(frozen=True)
-class AudioSettings:
-    """What a waveform or log-mel example is; stored as ``spec.extra["audio"]``.
-
-    Attributes:
-        sample_rate: samples per second of the (resampled) audio.
-        num_samples: samples per clip after cropping/padding.
-        representation: ``logmel`` (x is the normalised log-mel spectrogram ``[1, n_mels, frames]``)
-            or ``waveform`` (x is the signal in [-1, 1], ``[1, num_samples]``).
-        n_fft, hop_length, n_mels: STFT window and hop in samples, mel bands (Slaney mel scale,
-            as librosa's defaults).
-        min_db: floor of the log-mel power in dB (silence and padding sit there).
-        mel_mean, mel_std: per-band mean and standard deviation of the training split's
-            log-mel dB values (the normalisation of ``logmel`` inputs); empty for ``waveform``.
-    """
-
-    sample_rate: int
-    num_samples: int
-    representation: str = "logmel"
-    n_fft: int = 1024
-    hop_length: int = 256
-    n_mels: int = 64
-    min_db: float = -80.0
-    mel_mean: list[float] = field(default_factory=list)
-    mel_std: list[float] = field(default_factory=list)
-
-    @property
-    def frames(self) -> int:
-        """STFT frames of one clip (centred frames, as librosa and ``torch.stft(center=True)``)."""
-        return 1 + self.num_samples // self.hop_length
-
-    def event_shape(self) -> tuple[int, ...]:
-        if self.representation == "logmel":
-            return (1, self.n_mels, self.frames)
-        return (1, self.num_samples)
-
-    def spec(self) -> DataSpec:
-        return DataSpec("audio", self.event_shape(), "real", extra={"audio": asdict(self)})
-
-    @classmethod
-    def of(cls, spec: DataSpec) -> AudioSettings:
-        return cls(**spec.extra["audio"])
 
 
 class AudioFeatures(nn.Module):

@@ -1,21 +1,28 @@
-"""Loading trained models from checkpoints, safely and without the original config files."""
+"""Checkpoints: written atomically, read safely, turned back into models without the original
+config files, and what genkit keeps in them besides weights (the run's config, the data spec,
+the random state)."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import pickle
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from genkit._moved import legacy_targets
 from genkit.errors import CheckpointError
-from genkit.model import VAE
 from genkit.spec import DataSpec
+from genkit.version import __version__
+
+if TYPE_CHECKING:
+    from genkit.model import VAE
 
 #: Test hook: seconds to pause halfway through writing a checkpoint, so a test can kill the
 #: process inside the write. Never set it outside tests.
@@ -70,7 +77,59 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], DictConfig]:
         raise CheckpointError(f"{path} is not a genkit checkpoint (no 'genkit' section with the run's config)")
     if "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a genkit checkpoint (no model weights, 'state_dict')")
-    return checkpoint, OmegaConf.create(meta["config"])
+    return checkpoint, OmegaConf.create(upgrade_config(meta["config"]))
+
+
+#: What a run config written before a key existed meant by its absence.
+ADDED_KEYS = {"objective": "val/nelbo"}
+#: Nodes whose ``_partial_: true`` genkit 0.1 wrote, though composition makes them partial anyway.
+PARTIAL_NODES = ("optim", "scheduler")
+
+
+def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config stored by an earlier genkit, as this one writes it: class paths of modules that
+    moved point where the classes are now, keys added since hold what their absence meant, and
+    keys no longer written are gone."""
+
+    def upgraded(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {key: upgraded(value) for key, value in node.items()}
+            if isinstance(node.get("_target_"), str):
+                node["_target_"] = current_target(node["_target_"])
+            return node
+        return [upgraded(value) for value in node] if isinstance(node, list) else node
+
+    config = upgraded(config)
+    if "model" not in config:  # not a training run's config
+        return config
+    for name in PARTIAL_NODES:
+        if isinstance(config.get(name), dict):
+            config[name] = {key: value for key, value in config[name].items() if key != "_partial_"}
+    return {**{key: value for key, value in ADDED_KEYS.items() if key not in config}, **config}
+
+
+def current_target(target: str) -> str:
+    """Where a class named by an old path lives now (``genkit.encoders.MLPEncoder`` ->
+    ``genkit.parts.encoders.MLPEncoder``); other paths as they are. Only genkit's own modules are imported."""
+    for candidate in legacy_targets(target):
+        module, _, name = candidate.rpartition(".")
+        if hasattr(importlib.import_module(module), name):
+            return candidate
+    return target
+
+
+def rng_states() -> dict[str, Any]:
+    """torch's CPU and CUDA generator states (tensors: checkpoints stay ``weights_only``-loadable)."""
+    states: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["cpu"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def load(path: str | Path) -> VAE:
@@ -89,7 +148,7 @@ def load(path: str | Path) -> VAE:
 
 def model_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig, path: str | Path) -> VAE:
     """Build the model a read checkpoint describes and load its weights (see ``load``)."""
-    from genkit import __version__, plugins
+    from genkit import plugins
     from genkit.compose import build_model
 
     plugins.load(list(cfg.get("plugins") or []))

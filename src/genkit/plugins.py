@@ -1,18 +1,17 @@
-"""Discovery, in one idempotent function: built-ins, installed plugins, local modules.
+"""Discovery, in one idempotent function: installed plugins and local modules (genkit's own parts
+are registered by importing genkit).
 
 Installed plugins declare an entry point in the group ``genkit.plugins`` whose value is
 a module; importing it registers its parts. A plugin package that ships ``conf/``
-(presets, experiments) has it appended to Hydra's search path by genkit's one
-search-path plugin, so plugin authors never write Hydra plugins. Every launcher job
-and DDP rank calls ``load`` again (Hydra restores its ConfigStore in workers, not
-genkit's registry).
+(presets, experiments) has it recorded here; ``genkit.config`` appends it to Hydra's
+search path, so plugin authors never write Hydra plugins. Every launcher job and DDP
+rank calls ``load`` again (Hydra restores its ConfigStore in workers, not genkit's registry).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import os
 import sys
 import warnings
@@ -20,14 +19,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from hydra.core.config_search_path import ConfigSearchPath
-from hydra.core.config_store import ConfigStore
-from hydra.core.plugins import Plugins
-from hydra.plugins.search_path_plugin import SearchPathPlugin
-
 from genkit.errors import PluginLoadError
-
-log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "genkit.plugins"
 #: Comma-separated local plugin modules, the environment twin of ``plugins=[...]``.
@@ -51,23 +43,6 @@ LOADED: dict[str, str] = {}  # module -> distribution (or 'local')
 CONFIG_SOURCES: list[tuple[str, str]] = []
 
 
-class GenkitSearchPathPlugin(SearchPathPlugin):
-    """Appends the ``conf/`` folders that plugin packages ship."""
-
-    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        for provider, path in CONFIG_SOURCES:
-            search_path.append(provider=provider, path=path)
-
-
-def config_dir() -> Path:
-    """genkit's own ``conf/``: inside the installed package (wheel) or the source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parents[1] / "conf"):
-        if (candidate / "train.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"genkit's conf/ folder is missing next to {here}; reinstall genkit")
-
-
 def local_modules(argv_modules: list[str] | None = None) -> list[str]:
     """Modules named by ``plugins=[...]`` plus ``$GENKIT_PLUGINS`` (in that order, deduplicated)."""
     env = [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
@@ -75,19 +50,16 @@ def local_modules(argv_modules: list[str] | None = None) -> list[str]:
 
 
 def load(modules: list[str] | tuple[str, ...] = ()) -> None:
-    """Make every part available: built-ins, installed plugins, then local ``modules``.
+    """Make every part available: installed plugins, then local ``modules``.
 
     Raises:
         PluginLoadError: a local module the user asked for cannot be imported.
     """
-    import genkit.builtins  # noqa: F401  (registration)
-
     if os.environ.get(DISABLE_AUTOLOAD_ENV) != "1":
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             load_entry_point(ep)
     for module in local_modules(list(modules)):
         load_local(module)
-    Plugins.instance().register(GenkitSearchPathPlugin)  # by class name: repeating it is harmless
 
 
 def load_entry_point(ep) -> None:  # noqa: ANN001 (importlib.metadata.EntryPoint)
@@ -136,10 +108,3 @@ def add_config_source(module, provider: str) -> None:  # noqa: ANN001
             source = (provider, f"file://{Path(location) / 'conf'}")
             if source not in CONFIG_SOURCES:
                 CONFIG_SOURCES.append(source)
-
-
-def store_model_config() -> None:
-    """The ``model/vae`` node (the objective), generated from ``VAE``'s signature."""
-    from genkit.compose import model_config
-
-    ConfigStore.instance().store(group="model", name="vae", node=model_config(), provider="genkit")

@@ -1,4 +1,8 @@
-"""One registry per kind of part; registering also generates the part's Hydra config.
+"""The kinds of parts, and one registry per kind; registering also generates the part's Hydra config.
+
+``KINDS`` is the one table of what genkit composes: data, the five model parts (in the
+order genkit builds them) and the model that holds them. Every list that follows the
+kinds (composition, resume checks, the command line, ``genkit list``) is derived from it.
 
 ``@register_encoder("conv")`` records the class under a short name with its origin
 (genkit, an installed plugin distribution, or a local module) and stores a config
@@ -19,19 +23,65 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any, TypeVar
 
+from genkit import config
+from genkit._moved import legacy_targets
 from genkit.errors import DuplicatePartError, PartDefinitionError, UnknownPartError
-from genkit.parts import WIRING
 
-#: kind -> import path of the base class a part of that kind must subclass.
-KINDS: dict[str, str] = {
-    "data": "genkit.data.base:DataModule",
-    "encoder": "genkit.parts:Encoder",
-    "posterior": "genkit.parts:Posterior",
-    "prior": "genkit.parts:Prior",
-    "decoder": "genkit.parts:Decoder",
-    "likelihood": "genkit.parts:Likelihood",
+#: Arguments genkit supplies to parts and data modules by name, with where each comes from; they
+#: never appear in configs. ``seed`` is the run's ``seed``, for parts with randomness of their own.
+WIRING_SOURCES: dict[str, str] = {
+    "spec": "the data module",
+    "in_features": "the encoder's out_features",
+    "latent_dim": "model.latent_dim",
+    "param_shape": "the likelihood",
+    "encode": "the encoder and posterior",
+    "seed": "the top-level `seed`",
 }
-PLURALS = {"data": "data", **{k: k + "s" for k in KINDS if k != "data"}}
+WIRING: frozenset[str] = frozenset(WIRING_SOURCES)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of registered class.
+
+    Attributes:
+        name: the config group and the word users type (``encoder=conv``).
+        plural: for listings and messages.
+        base: ``module:Class`` every registered class of this kind subclasses.
+        wiring: constructor arguments genkit supplies; every other one is user config.
+        part: a model part (built into the model from the data's spec).
+    """
+
+    name: str
+    plural: str
+    base: str
+    wiring: frozenset[str] = WIRING
+    part: bool = True
+
+
+#: Every kind, in the order genkit builds them: the data first (it knows the spec), the likelihood
+#: (it knows what the decoder must output), encoder, posterior, prior, decoder, then the model.
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("data", "data", "genkit.data.base:DataModule", part=False),
+        Kind("likelihood", "likelihoods", "genkit.parts:Likelihood"),
+        Kind("encoder", "encoders", "genkit.parts:Encoder"),
+        Kind("posterior", "posteriors", "genkit.parts:Posterior"),
+        Kind("prior", "priors", "genkit.parts:Prior"),
+        Kind("decoder", "decoders", "genkit.parts:Decoder"),
+        Kind(
+            "model",
+            "models",
+            "genkit.model:VAE",
+            wiring=frozenset({"encoder", "posterior", "prior", "decoder", "likelihood", "spec", "optimization"}),
+            part=False,
+        ),
+    )
+}
+#: The model parts, in build order.
+PART_KINDS: tuple[str, ...] = tuple(name for name, kind in KINDS.items() if kind.part)
+PLURALS = {name: kind.plural for name, kind in KINDS.items()}
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 T = TypeVar("T", bound=type)
@@ -39,7 +89,7 @@ T = TypeVar("T", bound=type)
 
 @dataclass
 class Entry:
-    """One registered part."""
+    """One registered class."""
 
     kind: str
     name: str
@@ -55,12 +105,13 @@ class Entry:
     def parameters(self) -> dict[str, Any]:
         """User parameters with their defaults, read from the generated config node."""
         node = self.config()
-        return {f.name: getattr(node, f.name) for f in fields(node) if not f.name.startswith("_")}
+        values = {f.name: getattr(node, f.name) for f in fields(node) if not f.name.startswith("_")}
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in values.items()}
 
 
 @dataclass
 class Registry:
-    """All parts of one kind, by name."""
+    """All registered classes of one kind, by name."""
 
     kind: str
     entries: dict[str, Entry] = field(default_factory=dict)
@@ -86,10 +137,12 @@ class Registry:
         return {e.name: e.origin for e in self}
 
     def by_target(self, target: str) -> Entry:
-        """The entry whose class is ``target`` (the allow-list behind safe loading)."""
-        for entry in self.entries.values():
-            if entry.target == target:
-                return entry
+        """The entry whose class is ``target`` (the allow-list behind safe loading); a class path
+        written by an earlier genkit, before its module moved, finds the class where it is now."""
+        for candidate in (target, *legacy_targets(target)):
+            for entry in self.entries.values():
+                if entry.target == candidate:
+                    return entry
         raise UnknownPartError(
             f"{target!r} is not a registered {self.kind}: genkit only builds registered parts. "
             f"Registered {PLURALS[self.kind]}: {', '.join(self.names())}. If it comes from a plugin, "
@@ -123,7 +176,7 @@ def registry(kind: str) -> Registry:
 
 @cache
 def base_class(kind: str) -> type:
-    module, _, attr = KINDS[kind].partition(":")
+    module, _, attr = KINDS[kind].base.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
@@ -148,7 +201,7 @@ def check_signature(kind: str, cls: type) -> None:
     base = base_class(kind)
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PartDefinitionError(
-            f"{cls!r} cannot be registered as a {kind}: it must subclass {base.__module__}.{base.__name__}"
+            f"{cls!r} cannot be registered as a {kind}: it must subclass {KINDS[kind].base.replace(':', '.')}"
         )
     if "<locals>" in cls.__qualname__:
         raise PartDefinitionError(
@@ -158,8 +211,9 @@ def check_signature(kind: str, cls: type) -> None:
     if inspect.isabstract(cls):
         missing = ", ".join(sorted(cls.__abstractmethods__))
         raise PartDefinitionError(f"{cls.__qualname__} cannot be registered as a {kind}: implement {missing}")
+    wiring = KINDS[kind].wiring
     for param in inspect.signature(cls.__init__).parameters.values():
-        if param.name == "self" or param.name in WIRING:
+        if param.name == "self" or param.name in wiring:
             continue
         problems = []
         if param.kind is not inspect.Parameter.KEYWORD_ONLY:
@@ -171,25 +225,12 @@ def check_signature(kind: str, cls: type) -> None:
         if problems:
             raise PartDefinitionError(
                 f"{cls.__qualname__}.__init__ parameter {param.name!r} must be {' and '.join(problems)}: "
-                f"every parameter except the wiring arguments ({', '.join(sorted(WIRING))}) is user config"
+                f"every parameter except the wiring arguments ({', '.join(sorted(wiring))}) is user config"
             )
 
 
-def build_config(kind: str, name: str, cls: type) -> Any:
-    """A hydra-zen dataclass config from the signature, without the wiring arguments."""
-    from hydra_zen import builds
-
-    return builds(
-        cls,
-        populate_full_signature=True,
-        zen_partial=True,
-        zen_exclude=sorted(WIRING),
-        zen_dataclass={"cls_name": f"{kind}_{name}"},
-    )
-
-
 def register(kind: str, name: str, *, override: bool = False) -> Callable[[T], T]:
-    """Decorator registering a part class of ``kind`` under ``name``.
+    """Decorator registering a class of ``kind`` under ``name``.
 
     Args:
         kind: one of ``KINDS``.
@@ -205,8 +246,6 @@ def register(kind: str, name: str, *, override: bool = False) -> Callable[[T], T
         raise PartDefinitionError(f"part name {name!r} must be lower_snake_case ([a-z][a-z0-9_]*)")
 
     def decorator(cls: T) -> T:
-        from hydra.core.config_store import ConfigStore
-
         check_signature(kind, cls)
         origin = origin_of(cls.__module__)
         previous = reg.entries.get(name)
@@ -219,9 +258,9 @@ def register(kind: str, name: str, *, override: bool = False) -> Callable[[T], T
                     f"override=True to replace it on purpose."
                 )
             replaced = previous.origin
-        config = build_config(kind, name, cls)
-        reg.entries[name] = Entry(kind, name, cls, origin, config, replaced)
-        ConfigStore.instance().store(group=kind, name=name, node=config, provider=origin)
+        node = config.generated_node(cls, f"{kind}_{name}", exclude=KINDS[kind].wiring)
+        reg.entries[name] = Entry(kind, name, cls, origin, node, replaced)
+        config.store(group=kind, name=name, node=node, provider=origin)
         return cls
 
     return decorator
@@ -255,6 +294,11 @@ def register_decoder(name: str, *, override: bool = False) -> Callable[[T], T]:
 def register_likelihood(name: str, *, override: bool = False) -> Callable[[T], T]:
     """Register a likelihood (a ``genkit.Likelihood`` subclass)."""
     return register("likelihood", name, override=override)
+
+
+def register_model(name: str, *, override: bool = False) -> Callable[[T], T]:
+    """Register a model (a ``genkit.VAE`` subclass, e.g. with another objective)."""
+    return register("model", name, override=override)
 
 
 def list_parts(kind: str | None = None, pattern: str = "*") -> list[Entry]:

@@ -1,1 +1,4 @@
-"""Console entry points: ``genkit-train`` (Hydra app) and ``genkit`` (tools)."""
+"""Every command: ``genkit-train`` (``train``), ``genkit-eval`` (``eval``) and ``genkit`` (``main``, with
+one module per command: ``listing``, ``compare``, ``sample``, ``reconstruct``, ``interpolate``,
+``denoise``, ``latent_map``, ``anomaly``). ``app`` is what the Hydra apps share, ``trained``
+what the commands on a trained model share."""

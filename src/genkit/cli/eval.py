@@ -1,22 +1,85 @@
-"""``genkit-eval``: score a checkpoint (``conf/eval.yaml``)."""
+"""``genkit-eval``: score a checkpoint (``conf/eval.yaml``): the bound, its parts, and the
+importance-weighted NLL, beside the checkpoint and in the W&B run that trained it."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any
 
-from genkit.cli.app import run
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from genkit import config
+from genkit.cli.app import CommandLine, run
+from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
+from genkit.training.metrics import eval_table, evaluate
+from genkit.training.objective import MAX_DECODED_VALUES, NLL_SAMPLES
+from genkit.training.tracking import record_in_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NLLOptions:
+    k: int = NLL_SAMPLES  # importance samples per example for the NLL estimate (Burda et al. 2016)
+    max_decoded_values: int = (
+        MAX_DECODED_VALUES  # decoder outputs held at once: bounds memory whatever k, batch, vocabulary
+    )
+
+
+@dataclass
+class EvalOptions(SplitOptions):
+    """genkit-eval ckpt=PATH [split=test] [nll.k=1000] [+data.KEY=VALUE] [out=FILE] [wandb=false]"""
+
+    nll: NLLOptions = field(default_factory=NLLOptions)
+    wandb: bool = True  # also add the results to the summary of the W&B run that trained the checkpoint (if recorded)
+    device: str = "auto"  # auto (a GPU when there is one) | cpu | cuda | cuda:1 ...
+
+
+def evaluation(cfg: DictConfig | Any) -> dict[str, Any]:
+    """Score ``cfg.ckpt`` on ``cfg.split``; the results go beside the checkpoint (or to ``cfg.out``)
+    and, when its run folder recorded a W&B run, into that run's summary as ``eval/<split>/<metric>``."""
+    check_split(cfg.split)
+    k = int(cfg.nll.k)
+    check_count("nll.k", k, "importance samples per example")
+    torch.manual_seed(cfg.seed)
+    trained = Trained.open(cfg.ckpt)
+    datamodule, data_name = trained.data(cfg.get("data") or {})
+    device = torch.device(
+        "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu" if cfg.device == "auto" else cfg.device
+    )
+    batches = getattr(datamodule, f"{cfg.split}_dataloader")()
+    metrics = evaluate(trained.model, batches, k, int(cfg.nll.max_decoded_values), device)
+    log.info("%s of %s (k=%d importance samples)\n%s", cfg.split, cfg.ckpt, k, eval_table(cfg.split, metrics, k))
+    out = trained.output(cfg.get("out", ""), f"{cfg.split}.eval", ".json")
+    result = {
+        "checkpoint": str(trained.path.resolve()),
+        "split": cfg.split,
+        "data": data_name,
+        "nll_k": k,
+        "metrics": metrics,
+    }
+    out.write_text(json.dumps(result, indent=2))
+    log.info("written to %s", out)
+    wandb_options = (trained.config.get("logger") or {}).get("wandb")
+    if cfg.wandb and wandb_options is not None:
+        summary = {f"eval/{cfg.split}/{name}": value for name, value in metrics.items()}
+        record_in_run(trained.path.resolve().parent.parent, wandb_options, {**summary, f"eval/{cfg.split}/nll_k": k})
+    return result
 
 
 def task(cfg: DictConfig) -> float:
     """One Hydra job: evaluate, return the NLL (so a sweep over checkpoints can compare them)."""
-    from genkit.evaluate import run as evaluate
-
-    return evaluate(cfg)["metrics"]["nll"]
+    return evaluation(cfg)["metrics"]["nll"]
 
 
 def main() -> None:
     """Entry point of ``genkit-eval``."""
-    run(task, "eval")
+    config.store(None, "eval_options", OmegaConf.structured(EvalOptions))
+    run(task, "eval", CommandLine.parse(sys.argv))
 
 
 if __name__ == "__main__":

@@ -1,61 +1,101 @@
-"""``genkit-train``: the Hydra training app (``conf/train.yaml``)."""
+"""``genkit-train``: the Hydra training app (``conf/train.yaml``).
+
+``resume=DIR`` re-reads the overrides the run in DIR was started with (Hydra keeps them in
+``DIR/.hydra/overrides.yaml``), applies the new ones on top and runs in DIR again. With
+``-m`` DIR is a sweep folder: every job of the same sweep command finds its own folder,
+finished jobs are skipped and interrupted ones continue from their checkpoints.
+``resume=auto`` makes each job continue its own folder, whatever the command line.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from genkit import plugins
-from genkit.cli.app import check_overrides, local_plugin_modules, parse_overrides, run
-from genkit.errors import GenkitError, SweepConfigError
-from genkit.resume import checked_checkpoint, override_key, resume_arguments
+from genkit import config
+from genkit.cli.app import CommandLine, override_key, refuse, run
+from genkit.errors import GenkitError, ResumeError, SweepConfigError
+
+#: ``resume=auto``: each job continues whatever its own run folder holds (nothing: a fresh start),
+#: so the same command with a fixed ``hydra.run.dir``/``hydra.sweep.dir``, or a requeued SLURM
+#: job, restarts where it stopped.
+AUTO = "auto"
+#: Overrides a resumed run never inherits from the original command.
+NOT_INHERITED = ("resume", "hydra.run.dir", "hydra.sweep.dir")
 
 
 def task(cfg: DictConfig) -> float:
-    """One Hydra job: train, return the metric a sweeper optimises (``val/nelbo``)."""
+    """One Hydra job: train, return the metric a sweeper optimises (``cfg.objective``)."""
     from hydra.core.hydra_config import HydraConfig
 
-    from genkit.train import train
+    from genkit.training.run import train
 
     metrics = train(cfg, Path(HydraConfig.get().runtime.output_dir))
-    return metrics.get("val/nelbo", float("nan"))
+    return metrics.get(cfg.objective, float("nan"))
 
 
-def check_before_start(argv: list[str]) -> None:
+def resumed(command_line: CommandLine) -> CommandLine:
+    """The command line to run: with ``resume=DIR`` expanded (``resume=auto`` is left as it is).
+
+    Single run: the run's original overrides, then the new ones (a new value of the same
+    key wins), then ``hydra.run.dir=DIR``. Multirun: ``hydra.sweep.dir=DIR`` is added and
+    the sweep command itself says which jobs there are.
+
+    Raises:
+        ResumeError: DIR does not exist or holds no genkit run.
+    """
+    value = command_line.value("resume")
+    if value is None or value == AUTO:
+        return command_line
+    folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise ResumeError(f"resume={folder}: there is no such folder; give the run (or sweep) folder to continue")
+    if command_line.multirun:
+        return CommandLine.parse([*command_line.argv, f"hydra.sweep.dir={folder}"])
+    recorded = folder / ".hydra" / "overrides.yaml"
+    if not recorded.is_file():
+        raise ResumeError(
+            f"resume={folder}: {recorded} is missing, so this is not a genkit-train run folder "
+            "(for a sweep folder add -m and the sweep's arguments)"
+        )
+    original = [str(o) for o in OmegaConf.load(recorded)]
+    replaced = {override_key(w) for w in command_line.words} | set(NOT_INHERITED)
+    inherited = [o for o in original if override_key(o) not in replaced]
+    new = [*inherited, *command_line.words, f"hydra.run.dir={folder}"]
+    return CommandLine.parse([command_line.program, *command_line.flags, *new])
+
+
+def check_resume(command_line: CommandLine) -> None:
     """Refuse a single-run resume before Hydra starts, so a refused one writes nothing in the run folder."""
-    from genkit.compose import train_config
+    from genkit.training.resume import checked_checkpoint
 
-    given = [a for a in argv[1:] if "=" in a and not a.startswith("-")]
-    folders = [a.split("=", 1)[1] for a in given if override_key(a) == "hydra.run.dir"]
-    if "-m" in argv or "--multirun" in argv or not any(override_key(a) == "resume" for a in given) or not folders:
+    folder = command_line.value("hydra.run.dir")
+    if command_line.multirun or command_line.value("resume") is None or folder is None:
         return
-    overrides = [a for a in given if not override_key(a).startswith("hydra.")]
-    modules = local_plugin_modules(parse_overrides(overrides))
-    checked_checkpoint(train_config(overrides, modules), Path(folders[-1]))
+    overrides = [w for w in command_line.words if not override_key(w).startswith("hydra.")]
+    checked_checkpoint(config.train_config(overrides, command_line.plugin_modules()), Path(folder))
 
 
-def check_sweep(argv: list[str]) -> None:
+def check_sweep(command_line: CommandLine) -> None:
     """Compose every job of a grid sweep before any starts, so an override that one job's parts do
     not have (``encoder=conv,mlp encoder.channels=[8]``) stops the sweep before the first job trains.
     Searches (``hparams_search=...``) draw their jobs as they go and are left to their sweeper."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    from genkit.compose import train_config
-
-    if "-m" not in argv and "--multirun" not in argv:
+    if not command_line.multirun:
         return
-    overrides = [o for o in parse_overrides(argv[1:]) if not o.key_or_group.startswith("hydra")]
+    overrides = [o for o in command_line.overrides if not o.key_or_group.startswith("hydra")]
     if any(o.key_or_group in ("hparams_search", "resume") for o in overrides):
         return
-    modules = local_plugin_modules(overrides)
-    plugins.load(modules)
-    check_overrides(overrides)  # unknown part names first: they get a did-you-mean
+    modules = command_line.plugin_modules()
+    config.prepare(modules)
+    command_line.check()  # unknown part names first: they get a did-you-mean
     jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
     for number, job in enumerate(jobs):
         try:
-            train_config(job, modules)
+            config.train_config(job, modules)
         except Exception as error:  # Hydra and OmegaConf composition errors, whatever their class
             reason = " ".join(f"{error} {error.__cause__ or ''}".split())
             raise SweepConfigError(
@@ -67,13 +107,12 @@ def check_sweep(argv: list[str]) -> None:
 def main() -> None:
     """Entry point of ``genkit-train``; ``resume=DIR`` continues the run (or sweep) in DIR."""
     try:
-        sys.argv = resume_arguments(sys.argv)
-        check_before_start(sys.argv)
-        check_sweep(sys.argv)
+        command_line = resumed(CommandLine.parse(sys.argv))
+        check_resume(command_line)
+        check_sweep(command_line)
     except GenkitError as error:
-        sys.stderr.write(f"genkit: {error}\n")
-        sys.exit(2)
-    run(task, "train")
+        refuse(error)
+    run(task, "train", command_line)
 
 
 if __name__ == "__main__":

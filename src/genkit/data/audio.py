@@ -14,17 +14,18 @@ import logging
 import os
 import re
 from collections import Counter
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from genkit.audio import REPRESENTATIONS, AudioFeatures, AudioSettings
+from genkit.audio import AudioFeatures
 from genkit.data.base import SPLIT_SEED, InMemoryDataModule, Split
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
-from genkit.spec import DataSpec
+from genkit.spec import REPRESENTATIONS, AudioSettings, DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class AudioFolder(InMemoryDataModule):
             db = torch.cat([AudioFeatures(settings).mel_db(chunk) for chunk in clips.split(FEATURE_CHUNK)])
             train = db[indices["train"]]
             mean, std = train.mean((0, 2)), train.std((0, 2)).clamp_min(1e-2)
-            settings = AudioSettings(**{**vars(settings), "mel_mean": mean.tolist(), "mel_std": std.tolist()})
+            settings = replace(settings, mel_mean=mean.tolist(), mel_std=std.tolist())
             features = ((db - mean[:, None]) / std[:, None])[:, None]
         splits = {}
         for split, index in indices.items():
@@ -283,10 +284,7 @@ class AudioFolder(InMemoryDataModule):
                 splits[split]["y"] = labels[index]
         sizes = ", ".join(f"{split} {len(index)}" for split, index in indices.items())
         log.info("%s: %d clips (%s)", self.path, len(names), sizes)
-        spec = settings.spec()
-        if classes:
-            spec.extra["classes"] = classes
-        return spec, splits
+        return settings.spec(classes=tuple(classes)), splits
 
     @property
     def spec(self) -> DataSpec:

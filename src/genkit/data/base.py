@@ -266,7 +266,7 @@ class ArrayDataModule(InMemoryDataModule):
         eval_batch_size: int = 0,
         binarize: str = "none",
         on_device: bool = True,
-        exclude_labels: list[int] = [],  # noqa: B006 (hydra-zen turns it into a default factory)
+        exclude_labels: tuple[int, ...] = (),
     ) -> None:
         super().__init__(seed, batch_size=batch_size, eval_batch_size=eval_batch_size, on_device=on_device)
         if binarize not in ("none", "dynamic", "static"):

@@ -50,7 +50,7 @@ class Digits(ArrayDataModule):
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec("image", (1, 8, 8), self.support(), extra={"classes": [str(d) for d in range(10)]})
+        return DataSpec("image", (1, 8, 8), self.support(), classes=tuple(str(d) for d in range(10)))
 
     def load_splits(self) -> dict[str, Split]:
         from sklearn.datasets import load_digits
@@ -94,7 +94,7 @@ class FileImages(ArrayDataModule):
         eval_batch_size: int = 0,
         binarize: str = "none",
         on_device: bool = True,
-        exclude_labels: list[int] = [],  # noqa: B006
+        exclude_labels: tuple[int, ...] = (),
     ) -> None:
         super().__init__(
             seed,
@@ -122,10 +122,10 @@ class MNIST(FileImages):
 
     @property
     def spec(self) -> DataSpec:
-        return DataSpec("image", (1, 28, 28), self.support(), extra={"classes": self.classes()})
+        return DataSpec("image", (1, 28, 28), self.support(), classes=self.classes())
 
-    def classes(self) -> list[str]:
-        return [str(d) for d in range(10)]
+    def classes(self) -> tuple[str, ...]:
+        return tuple(str(d) for d in range(10))
 
     def candidate_dirs(self) -> list[Path]:
         return [self.root, self.root / self.folder, self.root / self.torchvision_name / "raw"]
@@ -169,8 +169,8 @@ class FashionMNIST(MNIST):
     folder = "fashion_mnist"
     torchvision_name = "FashionMNIST"
 
-    def classes(self) -> list[str]:
-        return ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"]
+    def classes(self) -> tuple[str, ...]:
+        return ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot")
 
 
 @register_data("cifar10")
@@ -182,8 +182,8 @@ class CIFAR10(FileImages):
 
     @property
     def spec(self) -> DataSpec:
-        classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-        return DataSpec("image", (3, 32, 32), self.support(), extra={"classes": classes})
+        classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+        return DataSpec("image", (3, 32, 32), self.support(), classes=classes)
 
     def data_root(self) -> Path | None:
         for folder in (self.root, self.root / "cifar10"):
@@ -238,7 +238,7 @@ class ImageFolder(ArrayDataModule):
         self,
         seed: int = 0,
         *,
-        path: str = "???",
+        path: str = "",
         size: int = 32,
         channels: int = 3,
         val_fraction: float = 0.1,
@@ -247,7 +247,7 @@ class ImageFolder(ArrayDataModule):
         eval_batch_size: int = 0,
         binarize: str = "none",
         on_device: bool = True,
-        exclude_labels: list[int] = [],  # noqa: B006
+        exclude_labels: tuple[int, ...] = (),
     ) -> None:
         super().__init__(
             seed,
@@ -259,7 +259,7 @@ class ImageFolder(ArrayDataModule):
         )
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser() if path else None
         self.size = size
         self.channels = channels
         self.val_fraction = val_fraction
@@ -273,6 +273,8 @@ class ImageFolder(ArrayDataModule):
     def load_splits(self) -> dict[str, Split]:
         from PIL import Image, ImageOps, UnidentifiedImageError
 
+        if self.path is None:
+            raise DataNotFoundError("data.path is not set: give a folder of images (data.path=DIR)")
         if not self.path.is_dir():
             raise DataNotFoundError(f"image folder {self.path} does not exist; set data.path=DIR to a folder of images")
         files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -21,7 +21,7 @@ from torch import Tensor
 from genkit.data.base import SPLIT_SEED, InMemoryDataModule, SequenceBatches, Split
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
-from genkit.spec import DataSpec
+from genkit.spec import DataSpec, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +34,8 @@ TOKENIZERS = ("word", "bpe")
 SPLIT_WORDS = {"train": ("train",), "val": ("valid", "val", "dev"), "test": ("test",)}
 
 
-@dataclass(frozen=True)
-class TokenIds:
-    """The special token ids and vocabulary size a text spec carries."""
-
-    vocab_size: int
-    pad: int
-    bos: int
-    eos: int
-    unk: int
-
-    @classmethod
-    def of(cls, spec: DataSpec) -> TokenIds:
-        extra = spec.extra
-        return cls(extra["vocab_size"], extra["pad_id"], extra["bos_id"], extra["eos_id"], extra["unk_id"])
+#: genkit 0.1's name of ``Vocabulary``: ``TokenIds.of(spec)`` gives its ids and size.
+TokenIds = Vocabulary
 
 
 @cache
@@ -59,8 +47,9 @@ def tokenizer_from_json(text: str) -> Any:
 
 def decode_tokens(spec: DataSpec, ids: Tensor, mask: Tensor | None = None) -> list[str]:
     """Token ids ``[B, T]`` back to strings, stopping at the end-of-sentence token."""
-    tokenizer = tokenizer_from_json(spec.extra["tokenizer"])
-    eos = spec.extra["eos_id"]
+    vocabulary = Vocabulary.of(spec)
+    tokenizer = tokenizer_from_json(vocabulary.tokenizer)
+    eos = vocabulary.eos
     texts = []
     for row, keep in zip(ids.tolist(), (mask.tolist() if mask is not None else [None] * len(ids))):
         tokens = [t for t, real in zip(row, keep or [True] * len(row)) if real]
@@ -100,12 +89,12 @@ def train_tokenizer(lines: list[str], kind: str, vocab_size: int, lowercase: boo
 
 def text_spec(tokenizer: Any, max_length: int) -> DataSpec:
     """The spec of token sequences: the tokenizer itself (JSON) and its special ids travel with it."""
-    extra = {
-        "tokenizer": tokenizer.to_str(),
-        "vocab_size": tokenizer.get_vocab_size(),
-        **{f"{name}_id": tokenizer.token_to_id(token) for name, token in zip(ID_NAMES, SPECIAL_TOKENS)},
-    }
-    return DataSpec("text", (max_length,), "categorical", variable_length=True, extra=extra)
+    vocabulary = Vocabulary(
+        tokenizer=tokenizer.to_str(),
+        vocab_size=tokenizer.get_vocab_size(),
+        **{name: tokenizer.token_to_id(token) for name, token in zip(ID_NAMES, SPECIAL_TOKENS)},
+    )
+    return DataSpec("text", (max_length,), "categorical", variable_length=True, vocabulary=vocabulary)
 
 
 @dataclass

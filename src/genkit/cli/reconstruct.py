@@ -1,0 +1,34 @@
+"""``genkit reconstruct``: the first examples of a split beside their reconstructions."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconstructOptions(SplitOptions):
+    """genkit reconstruct ckpt=PATH [n=16] [split=test] [out=FILE] [data.KEY=VALUE ...]"""
+
+    n: int = 16  # examples to reconstruct (the first n of the split)
+
+
+def run(options: ReconstructOptions) -> Path:
+    """Write the first ``n`` examples of a split with their reconstructions; returns the file or folder."""
+    check_count("n", options.n, "examples to reconstruct")
+    check_split(options.split)
+    trained = Trained.open(options.ckpt)
+    modality = trained.modality("reconstruct")
+    datamodule, _ = trained.data(options.data, seed=options.seed)
+    split = datamodule.splits[options.split]
+    x = split["x"][: options.n].cpu()
+    mask = split["mask"][: options.n].cpu() if "mask" in split else None
+    out = trained.output(options.out, "reconstructions", modality.suffix)
+    modality.write_reconstructions(out, x, mask, trained.model.reconstruct(x, mask))
+    log.info("%d %s examples and their reconstructions written to %s", len(x), options.split, out)
+    return out

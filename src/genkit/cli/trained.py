@@ -1,0 +1,122 @@
+"""What every command on a trained model shares (``genkit-eval``, ``genkit sample``, ``reconstruct``,
+``interpolate``, ``denoise``, ``latent-map``, ``anomaly``): their common options, the checks of
+those options, and a checkpoint opened with the data it was trained on.
+
+Options are ``key=value`` words checked against typed dataclasses (OmegaConf structured
+configs), so an unknown option or a wrong type is refused with the key named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from genkit.checkpoint import model_from_checkpoint, read_checkpoint
+from genkit.compose import build_data
+from genkit.errors import DataError, UsageError
+from genkit.modalities import Modality, modality_of
+from genkit.training.metrics import SPLITS
+
+
+@dataclass
+class CheckpointOptions:
+    """Options of every command on a trained model."""
+
+    ckpt: str = MISSING  # the checkpoint
+    seed: int = 0  # seeds the command's random draws
+    out: str = ""  # where to write; default: beside the checkpoint, named after it and the command
+
+
+@dataclass
+class SplitOptions(CheckpointOptions):
+    """Options of the commands that read a split of the data the model was trained on."""
+
+    split: str = "test"  # train | val | test
+    data: dict[str, Any] = field(default_factory=dict)  # changes to the checkpoint's data config (data.KEY=VALUE)
+
+
+def parse(schema: type, words: list[str]) -> Any:
+    """``key=value`` words merged onto ``schema``; mistakes become a UsageError naming the key."""
+    try:
+        options = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.from_dotlist(words))
+        OmegaConf.to_container(options, throw_on_missing=True)
+    except OmegaConfBaseException as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    return options
+
+
+def check_split(split: str) -> None:
+    """Refuse a split name that data modules do not have."""
+    if split not in SPLITS:
+        raise UsageError(f"split must be train, val or test, got {split!r}")
+
+
+def check_count(name: str, value: int, meaning: str) -> None:
+    """Refuse a count below 1, saying what it counts."""
+    if value < 1:
+        raise UsageError(f"{name} must be at least 1 ({meaning}), got {value}")
+
+
+@dataclass
+class Trained:
+    """A checkpoint opened for a command: the model (eval mode, on the CPU) and its run config."""
+
+    path: Path
+    model: Any
+    config: DictConfig
+
+    @classmethod
+    def open(cls, ckpt: str) -> Trained:
+        """Read ``ckpt`` safely and rebuild its model (``genkit.checkpoint``).
+
+        Raises:
+            CheckpointError: the file is missing, unreadable or not a genkit checkpoint.
+        """
+        checkpoint, run_cfg = read_checkpoint(ckpt)
+        return cls(Path(ckpt), model_from_checkpoint(checkpoint, run_cfg, ckpt), run_cfg)
+
+    def modality(self, command: str) -> Modality:
+        """The model's modality, or a UsageError for data whose examples genkit cannot write."""
+        modality = modality_of(self.model.spec)
+        if modality is None:
+            raise UsageError(
+                f"genkit {command} writes images, text or audio made by genkit's data modules; "
+                f"this model is for {self.model.spec.describe()}: use it from Python (genkit.load)"
+            )
+        return modality
+
+    def data(self, changes: dict | DictConfig, seed: int | None = None) -> tuple[Any, str]:
+        """The data module the model was trained with (``changes`` applied; ``seed``: instead of the
+        run's), set up and checked against the model's spec, and its registry name.
+
+        Raises:
+            DataError: the data gives examples of another shape or another vocabulary.
+        """
+        run_cfg = self.config.copy()
+        run_cfg.data = OmegaConf.merge(run_cfg.data, changes)
+        if seed is not None:
+            run_cfg.seed = seed
+        datamodule, data_name = build_data(run_cfg)
+        spec, expected = datamodule.spec, self.model.spec
+        if spec.event_shape != expected.event_shape or spec.modality != expected.modality:
+            raise DataError(
+                f"data {data_name!r} gives {spec.describe()}, but the model was trained on "
+                f"{expected.describe()}; point data.* at the data it was trained on"
+            )
+        if spec.vocabulary != expected.vocabulary:
+            raise DataError(
+                f"data {data_name!r} builds another vocabulary than the model's (its tokenizer is fitted on the "
+                "training split); point data.path at the corpus the model was trained on"
+            )
+        datamodule.setup()
+        return datamodule, data_name
+
+    def output(self, out: str, name: str, suffix: str = ".png") -> Path:
+        """``out``, or ``<checkpoint stem>.<name><suffix>`` beside the checkpoint; its folder made."""
+        path = Path(out) if out else self.path.with_name(f"{self.path.stem}.{name}{suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path

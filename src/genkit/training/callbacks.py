@@ -1,0 +1,147 @@
+"""Optional training behaviour as Lightning callbacks: media logging, a checkpoint on interruption."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
+
+from genkit.modalities import Examples
+
+log = logging.getLogger(__name__)
+
+#: Prior samples use this seed every epoch, so the same z shows how decoding evolves.
+MEDIA_SEED = 0
+
+
+class Media(Callback):
+    """Each validation epoch, what the model makes of data: inputs beside reconstructions, and prior samples.
+
+    What is shown is the model's modality's (``genkit.modalities``): images as grids
+    (``val/reconstructions``, ``val/samples``); text as tables of input -> reconstruction
+    pairs and of sampled sentences (greedy decoding from z; the console shows a few each
+    epoch); audio as clips to listen to (``val/audio/inputs``, ``val/audio/reconstructions``,
+    ``val/audio/samples``; log-mel turned into sound by Griffin-Lim) and their spectrograms.
+    Logged to W&B on rank zero; at the end of training the last ones are written as files
+    in the run folder. Sampling runs in a forked RNG, so turning media on or off does not
+    change training.
+
+    Args:
+        every_n_epochs: log every this many validation epochs.
+        n: number of examples and samples.
+        n_audio: number of audio clips of each kind (Griffin-Lim takes a moment per clip).
+    """
+
+    def __init__(self, every_n_epochs: int = 1, n: int = 16, n_audio: int = 8) -> None:
+        self.every_n_epochs = every_n_epochs
+        self.n = n
+        self.n_audio = n_audio
+        self.inputs: dict[str, Tensor] | None = None
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:  # noqa: ANN001
+        if batch_idx == 0 and self.inputs is None:
+            self.inputs = {k: v[: self.n].detach() for k, v in batch.items() if k in ("x", "mask")}
+
+    def examples(self, pl_module: LightningModule) -> Examples:
+        """The kept inputs (as many as the modality shows), their reconstructions and as many prior
+        samples, drawn with a fixed seed in eval mode (what a reloaded model would produce)."""
+        count = pl_module.modality.media_count(self.n, self.n_audio)
+        x, mask = self.inputs["x"][:count], self.inputs.get("mask")
+        mask = mask[:count] if mask is not None else None
+        devices = [x.device] if x.device.type == "cuda" else []
+        training = pl_module.training
+        pl_module.eval()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(MEDIA_SEED)
+                return Examples(x, mask, pl_module.reconstruct(x, mask), pl_module.sample(len(x)))
+        finally:
+            pl_module.train(training)
+
+    def shows(self, trainer: Trainer, pl_module: LightningModule) -> bool:
+        return trainer.is_global_zero and self.inputs is not None and pl_module.modality is not None
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        due = (
+            trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+        if not due or not self.shows(trainer, pl_module):
+            return
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if loggers or pl_module.modality.console:
+            pl_module.modality.log_media(loggers, trainer.global_step, trainer.current_epoch, self.examples(pl_module))
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.shows(trainer, pl_module):
+            pl_module.modality.save_media(Path(trainer.default_root_dir), self.examples(pl_module))
+
+
+class CheckpointOnInterrupt(Callback):
+    """On SIGTERM (SLURM preemption, ``kill``) or Ctrl-C, finish the step, save ``last.ckpt``, exit.
+
+    Lightning turns SIGTERM into an exception after the current step, on every DDP rank;
+    this callback makes the first Ctrl-C do the same (by sending the process SIGTERM) rather
+    than interrupting a step half done, and saves the state there, mid-epoch, data position
+    included, so ``resume=RUN_DIR`` continues from that very step. A second Ctrl-C stops at
+    once and keeps the last checkpoint on disk.
+    """
+
+    def __init__(self) -> None:
+        self.previous_handler: Any = None
+        self.signal_name = "SIGTERM"
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGINT, self.stop_after_step)
+
+    def stop_after_step(self, signum: int, frame: Any) -> None:
+        self.signal_name = "Ctrl-C"
+        self.restore_handler()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def restore_handler(self) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGINT, self.previous_handler)
+            self.previous_handler = None
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.restore_handler()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self.restore_handler()
+        if isinstance(exception, KeyboardInterrupt):
+            log.warning("interrupted at once: the last checkpoint on disk stands")
+            return
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+            return
+        if not trainer.training:  # inside an epoch's validation: its training is not checkpointed yet
+            log.warning(
+                "interrupted by %s during validation: the last checkpoint stands; continue with genkit-train resume=%s",
+                self.signal_name,
+                trainer.default_root_dir,
+            )
+            return
+        callback = trainer.checkpoint_callback
+        folder = Path(trainer.default_root_dir) / "checkpoints"
+        path = (Path(callback.dirpath) if callback and callback.dirpath else folder) / "last.ckpt"
+        trainer.save_checkpoint(path)
+        log.warning(
+            "interrupted by %s at step %d: saved %s; continue with genkit-train resume=%s",
+            self.signal_name,
+            trainer.global_step,
+            path,
+            trainer.default_root_dir,
+        )

@@ -1,0 +1,127 @@
+"""Continuing an interrupted run: the checkpoint to restart from, and whether the new
+configuration may continue it (``genkit.cli.train`` rebuilds the command line it was started with).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from genkit.checkpoint import read_checkpoint, upgrade_config
+from genkit.errors import CheckpointError, ResumeError
+from genkit.registry import KINDS
+
+log = logging.getLogger(__name__)
+
+#: Top-level config keys that define the model, its data or its optimisation: a resumed run
+#: must keep them, or the checkpoint's weights and optimiser state would not fit.
+FROZEN_KEYS = (*KINDS, "optim", "scheduler", "seed", "plugins")
+
+
+@dataclass
+class ResumePoint:
+    """Where a resumed job starts: a checkpoint, or nothing to do (the job had finished)."""
+
+    checkpoint: Path | None
+    finished: dict[str, float] | None = None
+
+
+def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest readable checkpoint in ``folder`` (``last.ckpt`` first) and the run config
+    stored in it, warning about unreadable ones.
+
+    Leftovers of a write that was cut off (``.*.tmp``) are removed: the atomic write never
+    renamed them over a checkpoint, so they hold nothing that was saved.
+    """
+    if not folder.is_dir():
+        return None
+    for leftover in folder.glob(".*.tmp"):
+        leftover.unlink()
+    candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.name != "last.ckpt", -p.stat().st_mtime))
+    for path in candidates:
+        try:
+            _, stored = read_checkpoint(path)
+        except CheckpointError as error:
+            log.warning("%s; trying the previous one", error)
+            continue
+        return path, OmegaConf.to_container(stored)
+    if candidates:
+        raise ResumeError(
+            f"no checkpoint in {folder} can be read ({', '.join(p.name for p in candidates)}); "
+            "start a new run, or restore a checkpoint from a backup"
+        )
+    return None
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model.latent_dim": 4, ...}`` of a nested container."""
+    if isinstance(node, dict):
+        items: dict[str, Any] = {}
+        for key, value in node.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+        return items or {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def frozen_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``["model.latent_dim: 4 -> 8", ...]``: changes under ``FROZEN_KEYS`` between two run configs."""
+    old = flatten({k: stored.get(k) for k in FROZEN_KEYS})
+    new = flatten({k: current.get(k) for k in FROZEN_KEYS})
+    missing = object()
+    return [
+        f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key, missing) != new.get(key, missing)
+    ]
+
+
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "resume"}
+
+
+def checked_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint ``run_dir``'s job continues from under ``cfg`` (None: start afresh).
+
+    Raises:
+        ResumeError: ``cfg`` changes what the checkpoint was trained as, or no checkpoint
+            there can be read.
+    """
+    found = latest_checkpoint(run_dir / "checkpoints")
+    if found is None:
+        return None
+    checkpoint, stored = found
+    changes = frozen_changes(stored, OmegaConf.to_container(cfg, resolve=True))
+    if changes:
+        raise ResumeError(
+            f"cannot resume {run_dir}: the configuration changes what {checkpoint.name} was trained as: "
+            f"{'; '.join(changes)}. Keep those as they were (training length, logging and callbacks "
+            "may change), or start a new run"
+        )
+    return checkpoint
+
+
+def resume_point(cfg: DictConfig, run_dir: Path) -> ResumePoint:
+    """Decide how the job in ``run_dir`` continues under ``cfg``: skip it (finished with this
+    very configuration), continue from its newest readable checkpoint, or start it afresh.
+
+    Raises:
+        ResumeError: see ``checked_checkpoint``.
+    """
+    results = run_dir / "metrics.json"
+    if results.is_file():
+        finished = json.loads(results.read_text())
+        stored = upgrade_config(finished.get("config", {}))
+        if comparable(stored) == comparable(OmegaConf.to_container(cfg, resolve=True)):
+            log.info("%s finished with this configuration already; nothing to do", run_dir)
+            return ResumePoint(None, finished["metrics"])
+    checkpoint = checked_checkpoint(cfg, run_dir)
+    if checkpoint is None:
+        log.info("no checkpoint in %s yet: starting this job from the beginning", run_dir)
+    else:
+        log.info("resuming from %s", checkpoint)
+    return ResumePoint(checkpoint)

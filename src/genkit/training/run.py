@@ -1,0 +1,138 @@
+"""One training run from a composed config: seed, discover, compose, fit, test, summarise."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+
+from genkit import plugins
+from genkit.checkpoint import AtomicCheckpointIO
+from genkit.compose import compose, entry_for
+from genkit.errors import TrainerConfigError
+from genkit.registry import PART_KINDS
+from genkit.training.metrics import summary_table
+from genkit.training.optimization import STEP_ARGUMENTS
+from genkit.training.resume import ResumePoint, resume_point
+from genkit.training.tracking import build_loggers, finish_wandb
+
+log = logging.getLogger(__name__)
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
+    """Callbacks from the ``callbacks`` group (a dict of named nodes; null one to drop it)."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callbacks = []
+    for node in (cfg.get("callbacks") or {}).values():
+        if node is None:
+            continue
+        callback = instantiate(node)
+        if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+            callback.dirpath = str(output_dir / "checkpoints")
+        callbacks.append(callback)
+    return callbacks
+
+
+def banner(cfg: DictConfig, datamodule: Any, data_name: str) -> str:
+    """Which part is which, and where it came from."""
+    lines = [f"data       {data_name:<14} {datamodule.spec.describe()}"]
+    for kind in PART_KINDS:
+        entry = entry_for(kind, cfg[kind])
+        lines.append(f"{kind:<10} {entry.name:<14} ({entry.origin})")
+    return "\n".join(lines)
+
+
+def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callback], output_dir: Path) -> L.Trainer:
+    """The Lightning Trainer of ``cfg.trainer``; settings this machine cannot run become one clear error.
+
+    Raises:
+        TrainerConfigError: unknown devices, accelerator, strategy or precision, an unknown
+            Trainer argument, or more devices than exist.
+    """
+    arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for name in STEP_ARGUMENTS:
+        arguments.pop(name, None)
+    try:
+        return L.Trainer(
+            **arguments,
+            logger=loggers or False,
+            callbacks=callbacks,
+            default_root_dir=str(output_dir),
+            plugins=[AtomicCheckpointIO()],
+        )
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        raise TrainerConfigError(
+            f"Lightning cannot run these trainer settings here: {str(error).rstrip('.!')}. This machine has "
+            f"{torch.cuda.device_count()} CUDA GPU(s) and {os.cpu_count()} CPU cores. Use trainer=cpu (any machine), "
+            "trainer=ddp_cpu trainer.devices=N (N processes), trainer=gpu (one GPU) or trainer=ddp with "
+            "trainer.devices at most the GPUs present; `genkit-train --cfg job` shows the trainer settings."
+        ) from error
+
+
+def skip_nvml_probe_without_gpu() -> None:
+    """On a machine without a usable GPU, answer torch's CUDA checks without NVML.
+
+    Importing Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` so that checking for CUDA
+    cannot poison forked processes; torch's optimisers check on every step, and until CUDA
+    is initialised each NVML check loads the NVML library again (~40 µs, 1-2% of a small
+    model's CPU step). Where that check finds no GPU, CUDA's own device count (cached, and
+    with no device nothing to poison) gives the same answer.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and not torch.cuda.is_available():
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+
+
+def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
+    # Argument validation in torch.distributions is a debugging aid that costs time every
+    # step; genkit.testing's contract checks keep it on.
+    torch.distributions.Distribution.set_default_validate_args(False)
+    skip_nvml_probe_without_gpu()
+    # genkit logs epoch values it has already reduced exactly over all ranks (VAE.log_epoch),
+    # so Lightning's advice to add sync_dist=True does not apply.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    plugins.load(list(cfg.get("plugins") or []))
+    start = resume_point(cfg, output_dir) if cfg.get("resume") else ResumePoint(None)
+    if start.finished is not None:
+        return start.finished
+    datamodule, model = compose(cfg)
+    data_name = entry_for("data", cfg.data).name
+    log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
+    callbacks = build_callbacks(cfg, output_dir)
+    loggers = build_loggers(cfg, output_dir, resumed=start.checkpoint is not None)
+    if cfg.get("compile"):  # Lightning compiles the *_step methods too, and saves plain weights
+        model = torch.compile(model, backend=cfg.compile)
+    try:
+        trainer = build_trainer(cfg, loggers, callbacks, output_dir)
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=start.checkpoint)
+        except SIGTERMException:  # SIGTERM or Ctrl-C: last.ckpt is saved (CheckpointOnInterrupt); say we were stopped
+            raise SystemExit(128 + signal.SIGTERM) from None
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt_path = "best" if best else None
+        for results in trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
+            metrics.update({k: float(v) for k, v in results.items()})
+        for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
+            metrics.update({k: float(v) for k, v in results.items()})
+        if trainer.is_global_zero:  # saved before W&B's final upload, which may wait on the network
+            log.info("final metrics\n%s", summary_table(metrics))
+            if best:
+                log.info("best checkpoint: %s", best)
+            results = {"metrics": metrics, "best_checkpoint": best, "config": OmegaConf.to_container(cfg, resolve=True)}
+            (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+    finally:
+        finish_wandb()
+    return metrics

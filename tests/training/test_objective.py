@@ -1,0 +1,66 @@
+"""The objective: the IWAE bound against the ELBO, KL-weight schedules, free bits, the mutual
+information estimate."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Independent, Normal
+
+from conftest import IMAGE_SPEC as SPEC
+from conftest import parts_config as config
+from genkit import build_model
+from genkit.training.objective import ELBOTerms, kl_weight, mutual_information
+
+
+def test_iwae_with_one_sample_equals_elbo_and_tightens_with_k():
+    torch.manual_seed(0)
+    model = build_model(config(), SPEC)
+    x = torch.rand(64, 1, 8, 8)
+    terms = model.elbo_terms(x, k=1)
+    assert terms.iwae is None
+    torch.manual_seed(1)
+    one = model.elbo_terms(x, k=1)
+    # k=1 weights: log w = log p(x|z) + log p(z) - log q(z|x), whose mean is the ELBO.
+    log_w = one.log_px + model.prior().log_prob(one.z) - one.posterior.log_prob(one.z)
+    torch.testing.assert_close((-log_w).mean(), one.nelbo.mean(), atol=0.5, rtol=0.05)
+    bounds = []
+    for k in (1, 10, 100):
+        torch.manual_seed(2)
+        t = model.elbo_terms(x, k=k)
+        bounds.append((t.iwae if t.iwae is not None else t.nelbo).mean().item())
+    assert bounds[0] >= bounds[1] >= bounds[2]
+
+
+def test_kl_schedules():
+    linear = [kl_weight(s, 2.0, "linear", 100, 4, 0.5, 1000) for s in (0, 50, 100, 500)]
+    assert linear == [0.0, 1.0, 2.0, 2.0]
+    cyclical = [kl_weight(s, 1.0, "cyclical", 0, 2, 0.5, 100) for s in (0, 10, 25, 49, 50, 60, 99)]
+    assert cyclical == pytest.approx([0.0, 0.4, 1.0, 1.0, 0.0, 0.4, 1.0])
+    assert kl_weight(7, 3.0, "constant", 0, 4, 0.5, 100) == 3.0
+    model = build_model(
+        config(model={"latent_dim": 3, "beta": 2.0, "kl_schedule": "linear", "kl_warmup_steps": 10}), SPEC
+    )
+    assert model.kl_weight(5) == 1.0
+
+
+def test_free_bits_stop_penalising_small_kl():
+    model = build_model(config(model={"latent_dim": 3, "free_bits": 0.5}), SPEC)
+    terms = model.elbo_terms(torch.rand(8, 1, 8, 8))
+    terms.kl_per_dim = torch.full((8, 3), 0.1)
+    terms.kl = terms.kl_per_dim.sum(-1)
+    assert model.loss(terms, 1.0).item() == pytest.approx(terms.rec.mean().item() + 1.5, rel=1e-5)
+
+
+def test_mutual_information_estimate_spans_zero_to_log_batch():
+    def estimate(loc: torch.Tensor, scale: float) -> float:
+        q = Independent(Normal(loc, torch.full_like(loc, scale)), 1)
+        z = q.rsample((1,))
+        return float(mutual_information(ELBOTerms(q, z, torch.zeros(1, len(loc)), torch.zeros(len(loc)), None, None)))
+
+    torch.manual_seed(0)
+    assert abs(estimate(torch.zeros(512, 2), 1.0)) < 0.15, "one posterior for every x: z says nothing about x"
+    separated = estimate(torch.randn(512, 2) * 100, 0.01)
+    assert separated == pytest.approx(math.log(512), abs=0.15), "disjoint posteriors: z identifies x among B"

@@ -1,0 +1,192 @@
+"""Crash and resume, for real: SIGKILL mid-training, kills inside a checkpoint write, corrupt
+files, changed configs and interrupted sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run, script, shared_run
+from genkit.checkpoint import WRITE_DELAY_ENV, read_checkpoint
+
+#: Long enough that a kill lands mid-run, short enough for the suite; a learning-rate schedule
+#: whose state must come back too.
+EPOCHS = 12
+GAMMA = 0.8
+RUN = [
+    f"trainer.max_epochs={EPOCHS}",
+    "callbacks.progress_bar.refresh_rate=0",
+    "scheduler=exponential",
+    f"scheduler.gamma={GAMMA}",
+]
+
+
+def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    """genkit-train in its own process group, so a kill takes W&B's helper processes too (log in stdout)."""
+    return subprocess.Popen(
+        [*script("genkit-train"), *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"training ended before the kill: {process.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail("training did not reach the kill point in time")
+        time.sleep(0.02)
+
+
+def kill(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def saved_epoch(path: Path) -> int:
+    """The epoch a complete checkpoint file was written at (-1 while there is none)."""
+    if not path.is_file():
+        return -1
+    return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+
+
+def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return checkpoint["state_dict"], json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+def wandb_run_ids(run_dir: Path) -> list[str]:
+    return [p.name.rsplit("-", 1)[1] for p in sorted((run_dir / "wandb").glob("offline-run-*"))]
+
+
+@pytest.fixture(scope="session")
+def straight(tmp_path_factory, worker_id) -> Path:
+    """The reference: the same run, never interrupted (trained once for the session)."""
+    return shared_run("straight", RUN, tmp_path_factory, worker_id).folder
+
+
+def assert_same_end(resumed: Path, straight: Path) -> None:
+    weights, metrics = final_state(resumed)
+    expected_weights, expected_metrics = final_state(straight)
+    assert weights.keys() == expected_weights.keys()
+    assert all(torch.equal(weights[k], expected_weights[k]) for k in weights), "weights differ after resuming"
+    assert metrics == expected_metrics
+    assert metrics["train/lr"] == pytest.approx(1e-3 * GAMMA ** (EPOCHS - 1), rel=1e-5)  # the last epoch's rate
+
+
+def test_sigkill_then_resume_ends_exactly_as_an_uninterrupted_run(straight, tmp_path, cli_env):
+    killed = tmp_path / "killed"
+    process = start([*RUN, f"hydra.run.dir={killed}"], cli_env, tmp_path)
+    wait_for(lambda: saved_epoch(killed / "checkpoints" / "last.ckpt") >= 3, process)
+    kill(process)
+    assert not (killed / "metrics.json").exists(), "the kill must land before the run finished"
+    resumed = run([*script("genkit-train"), f"resume={killed}"], cli_env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    assert_same_end(killed, straight)
+    ids = wandb_run_ids(killed)
+    assert len(ids) == 2 and ids[0] == ids[1], f"the resumed run must continue the same W&B run: {ids}"
+    assert (killed / "csv" / "metrics.csv").is_file() and (killed / "csv" / "resume-1" / "metrics.csv").is_file()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_save_mid_epoch_and_resume_exactly(signum, straight, tmp_path, cli_env):
+    stopped = tmp_path / "stopped"
+    process = start([*RUN, f"hydra.run.dir={stopped}"], cli_env, tmp_path)
+    last = stopped / "checkpoints" / "last.ckpt"
+    wait_for(lambda: saved_epoch(last) >= 2, process)
+    os.kill(process.pid, signum)
+    log = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, log[-3000:]
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    # The signal lands in a training step (a save there, mid-epoch), or in an epoch's last step
+    # or its one-batch validation, which Lightning finishes first (a save at the epoch's end);
+    # in a multi-batch validation, the epoch-end checkpoint before it stands.
+    assert f"interrupted by {name} at step" in log or f"interrupted by {name} during validation" in log, log[-3000:]
+    if "at step" in log:
+        progress = torch.load(last, map_location="cpu", weights_only=True)["loops"]["fit_loop"]
+        assert 0 < progress["epoch_loop.batch_progress"]["current"]["completed"] <= 10, "a save where it stopped"
+    resumed = run([*script("genkit-train"), f"resume={stopped}"], cli_env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_end(stopped, straight)
+
+
+def test_a_kill_inside_a_checkpoint_write_leaves_the_last_checkpoint_whole(tmp_path, cli_env):
+    out = tmp_path / "run"
+    env = {**cli_env, WRITE_DELAY_ENV: "2"}
+    process = start([*RUN, "logger=none", f"hydra.run.dir={out}"], env, tmp_path)
+    folder = out / "checkpoints"
+    # wait for the third write to be under way: earlier ones exist, a temporary file is half written
+    wait_for(lambda: saved_epoch(folder / "last.ckpt") >= 1 and any(folder.glob(".*.tmp")), process)
+    kill(process)
+    assert any(folder.glob(".*.tmp")), "the kill must land inside a write"
+    read_checkpoint(folder / "last.ckpt")  # complete and readable
+    resumed = run([*script("genkit-train"), f"resume={out}", "trainer.max_epochs=4"], cli_env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not any(folder.glob(".*.tmp")) and (out / "metrics.json").is_file()
+
+
+def finished_run(tmp_path: Path, env: dict[str, str], epochs: int = 2) -> Path:
+    out = tmp_path / "run"
+    done = run(
+        [*script("genkit-train"), f"trainer.max_epochs={epochs}", "logger=none", f"hydra.run.dir={out}"], env, tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_good_one(tmp_path, cli_env):
+    out = finished_run(tmp_path, cli_env)
+    last = out / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    resumed = run([*script("genkit-train"), f"resume={out}", "trainer.max_epochs=3"], cli_env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = resumed.stderr + resumed.stdout
+    assert f"checkpoint {last} cannot be read" in log and "trying the previous one" in log
+    assert "resuming from" in log and "epoch001.ckpt" in log
+    assert saved_epoch(last) == 2
+
+
+def test_resume_refuses_model_changes_and_allows_safe_ones(tmp_path, cli_env, train_refuses):
+    out = finished_run(tmp_path, cli_env)
+    before = (out / "metrics.json").read_text()
+    refused = train_refuses(f"resume={out}", "model.latent_dim=8", "encoder=conv")
+    assert "cannot resume" in refused and "model.latent_dim: 16 -> 8" in refused
+    changed = "encoder._target_: 'genkit.parts.encoders.MLPEncoder' -> 'genkit.parts.encoders.ConvEncoder'"
+    assert changed in refused
+    assert (out / "metrics.json").read_text() == before, "a refused resume must not touch the run"
+    unchanged = run([*script("genkit-train"), f"resume={out}"], cli_env, tmp_path)
+    assert unchanged.returncode == 0 and "finished with this configuration already" in unchanged.stdout
+    longer = run([*script("genkit-train"), f"resume={out}", "trainer.max_epochs=3", "logger=csv"], cli_env, tmp_path)
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    assert saved_epoch(out / "checkpoints" / "last.ckpt") == 2
+    assert "there is no such folder" in train_refuses(f"resume={tmp_path / 'nowhere'}")
+
+
+def test_an_interrupted_sweep_finishes_without_rerunning_completed_jobs(tmp_path, cli_env):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "prior=normal,mog", f"trainer.max_epochs={EPOCHS}", "logger=none", f"hydra.sweep.dir={sweep}"]
+    process = start(args, cli_env, tmp_path)
+    wait_for(lambda: saved_epoch(sweep / "1" / "checkpoints" / "last.ckpt") >= 2, process)
+    kill(process)
+    first = (sweep / "0" / "metrics.json").stat().st_mtime_ns
+    assert not (sweep / "1" / "metrics.json").exists()
+    again = run([*script("genkit-train"), *args[:-1], f"resume={sweep}"], cli_env, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (sweep / "0" / "metrics.json").stat().st_mtime_ns == first, "a completed job must not run again"
+    log = again.stdout + again.stderr
+    assert "finished with this configuration already" in log
+    assert "resuming from" in log and (sweep / "1" / "metrics.json").is_file()
