@@ -221,6 +221,7 @@ def test_genkit_list_shows_every_part_with_origin_and_parameters(tmp_path, cli_e
         assert kind in result.stdout
     assert "vamp           [genkit]  pseudo_inputs=500, init_std=0.5" in result.stdout
     assert "vae            [genkit]  latent_dim=16, beta=1.0" in result.stdout
+    assert "(genkit.parts.encoders.MLPEncoder)" in result.stdout  # where each class lives
     code, only, _ = genkit_command("list", "encoders")
     assert code == 0 and "conv" in only and "priors:" not in only
 

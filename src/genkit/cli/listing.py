@@ -1,4 +1,4 @@
-"""``genkit list``: every registered part, data module and model, with its origin and parameters."""
+"""``genkit list``: every registered part, data module and model, with its origin, parameters and class."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def listing(kind: str | None, pattern: str, check: bool = False) -> str:
         for entry in entries:
             origin = entry.origin + (f", overrides {entry.overrides}" if entry.overrides else "")
             params = ", ".join(f"{name}={value!r}" for name, value in entry.parameters().items())
-            lines.append(f"  {entry.name:<14} [{origin}]  {params}")
+            lines.append(f"  {entry.name:<14} [{origin}]  {params}  ({entry.target})")
             if check and KINDS[k].part:
                 status, detail = probe_part(k, entry.name)
                 lines.append(
