@@ -10,6 +10,7 @@ but have no media and no tool outputs.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from torch import Tensor, nn
 from genkit.audio import AudioFeatures, spectrogram_images, write_wavs
 from genkit.data.text import decode_tokens
 from genkit.spec import DataSpec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -160,10 +163,8 @@ class Text(Modality):
         self.write_lines(path, lines)
 
     def log_media(self, loggers: list[Any], step: int, epoch: int, examples: Examples) -> None:
-        import logging
-
         samples = self.sentences(examples.samples)
-        logging.getLogger(__name__).info("epoch %d samples from the prior:\n  %s", epoch, "\n  ".join(samples[:3]))
+        log.info("epoch %d samples from the prior:\n  %s", epoch, "\n  ".join(samples[:3]))
         inputs = self.sentences(examples.inputs, examples.mask)
         pairs = [[a, b] for a, b in zip(inputs, self.sentences(examples.reconstructions))]
         for logger in loggers:

@@ -130,6 +130,8 @@ def test_image_folder_without_images_says_so(tmp_path: Path):
         ImageFolder(path=str(tmp_path)).setup()
     with pytest.raises(DataNotFoundError, match="does not exist"):
         ImageFolder(path=str(tmp_path / "nowhere")).setup()
+    with pytest.raises(DataNotFoundError, match=r"data.path is not set: give a folder of images \(data.path=DIR\)"):
+        ImageFolder().setup()
 
 
 def test_excluded_labels_leave_training_and_validation_but_stay_in_test():

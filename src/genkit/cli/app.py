@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
@@ -124,7 +124,7 @@ def clean_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     return wrapped
 
 
-def refuse(error: GenkitError) -> None:
+def refuse(error: GenkitError) -> NoReturn:
     """End a command that was refused before it started: one line on stderr, exit code 2."""
     sys.stderr.write(f"genkit: {error}\n")
     sys.exit(2)
