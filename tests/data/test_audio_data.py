@@ -85,6 +85,16 @@ def test_bad_files_are_skipped_counted_and_named(tmp_path, caplog):
         folder_data(tmp_path / "missing", tmp_path).load_splits()
 
 
+def test_hidden_folders_are_skipped_below_the_data_folder_only(tmp_path):
+    under_cache = tmp_path / ".cache" / "datasets"  # like ~/.cache/datasets/fsdd
+    under_cache.mkdir(parents=True)
+    folder = digits_folder(under_cache)
+    (folder / ".trash").mkdir()
+    soundfile.write(folder / ".trash" / "0_old_0.wav", tone(300, 0.2), RATE)
+    soundfile.write(folder / "._0_ann_0.wav", tone(300, 0.2), RATE)  # a macOS resource-fork file
+    assert len(audio_data.audio_files(folder)) == 48
+
+
 def test_splits_follow_file_patterns_labels_and_the_cache_skips_decoding(tmp_path, monkeypatch):
     folder = digits_folder(tmp_path)
     data = folder_data(folder, tmp_path, test_files=r"_[0-1]\.wav$", val_files=r"_2\.wav$", label_pattern=r"(\d)_")

@@ -37,11 +37,14 @@ CACHE_VERSION = 1
 
 
 def audio_files(root: Path) -> list[Path]:
-    """Every audio file under ``root`` (recursively, hidden folders skipped), in a fixed order."""
+    """Every audio file under ``root`` (recursively), in a fixed order. Hidden files and folders below
+    ``root`` are skipped; a hidden folder above it (``~/.cache/...``) is not."""
     files = [
         p
         for p in root.rglob("*")
-        if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in p.parts)
+        if p.suffix.lower() in AUDIO_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     return sorted(files)
 
