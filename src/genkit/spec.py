@@ -164,6 +164,21 @@ class DataSpec:
         """Short human form, e.g. ``image [1, 28, 28] unit_interval``."""
         return f"{self.modality} {list(self.event_shape)} {self.support}"
 
+    def differences(self, other: DataSpec) -> list[str]:
+        """What makes ``other`` data of another kind for a model of this spec: its modality, shape,
+        support, vocabulary or audio settings (class names and ``extra`` may differ), one phrase each."""
+        found = []
+        for name in ("modality", "event_shape", "support"):
+            if getattr(self, name) != getattr(other, name):
+                found.append(f"{name} {getattr(other, name)!r} (the model's: {getattr(self, name)!r})")
+        if self.vocabulary != other.vocabulary:
+            found.append("another vocabulary (its tokenizer is fitted on the training split)")
+        if self.audio != other.audio:
+            mine, theirs = asdict(self.audio or AudioSettings(0, 0)), asdict(other.audio or AudioSettings(0, 0))
+            changed = [key for key in mine if mine[key] != theirs[key]]
+            found.append(f"other audio settings ({', '.join(changed)})")
+        return found
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form stored in checkpoints (loads with ``weights_only=True``)."""
         mirrored = {*VOCABULARY_KEYS, "tokenizer"} if self.vocabulary is not None else set()

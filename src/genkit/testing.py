@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from genkit import plugins
 from genkit.compose import build_data, build_model, compose, entry_for
 from genkit.config import train_config
-from genkit.errors import GenkitError, IncompatiblePartsError, PartContractError
+from genkit.errors import DataNotFoundError, GenkitError, IncompatiblePartsError, PartContractError
 from genkit.model import VAE
 from genkit.parts.base import describe
 from genkit.registry import KINDS, PART_KINDS, registry
@@ -43,7 +43,7 @@ def probe_part(kind: str, name: str) -> tuple[str, str]:
                 continue
             cfg = train_config([f"data={data}", f"{kind}={name}", *fitting_parts(cfg, spec, kind)])
             build_model(cfg, spec, data_name)
-        except IncompatiblePartsError:
+        except (IncompatiblePartsError, DataNotFoundError):  # DataNotFoundError: a spec that needs data (shards)
             continue
         except GenkitError as error:
             return "broken", str(error)

@@ -85,7 +85,9 @@ def test_eval_on_data_of_another_shape_names_both(trained, tmp_path, cli_env):
     ]
     result = run([*script("genkit-eval"), *args], cli_env, tmp_path)
     assert result.returncode == 1
-    assert "gives image [3, 16, 16]" in result.stderr and "trained on image [1, 8, 8]" in result.stderr
+    assert "is not the data the model was trained on: it has event_shape (3, 16, 16) (the model's: (1, 8, 8))" in (
+        result.stderr
+    )
 
 
 def test_a_file_that_is_not_a_genkit_checkpoint_is_refused(tmp_path, cli_env):

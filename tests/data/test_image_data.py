@@ -122,7 +122,8 @@ def test_image_folder_resizes_labels_by_subfolder_and_skips_bad_files(tmp_path: 
     assert data.spec.event_shape == (1, 16, 16)
     assert sum(len(s["x"]) for s in data.splits.values()) == 20
     assert data.class_names == ["cats", "dogs"] and set(data.splits["train"]["y"].tolist()) == {0, 1}
-    assert "skipped 1 unreadable image(s)" in caplog.text and "broken.png" in caplog.text
+    assert "skipped 1 unusable item(s) of image_folder" in caplog.text
+    assert "dogs/broken.png (UnidentifiedImageError)" in caplog.text
 
 
 def test_image_folder_without_images_says_so(tmp_path: Path):

@@ -3,17 +3,14 @@ files, changed configs and interrupted sweeps."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import run, script, shared_run
+from conftest import final_state, kill, run, saved_epoch, script, shared_run, start, wait_for
 from genkit.checkpoint import WRITE_DELAY_ENV, read_checkpoint
 
 #: Long enough that a kill lands mid-run, short enough for the suite; a learning-rate schedule
@@ -26,46 +23,6 @@ RUN = [
     "scheduler=exponential",
     f"scheduler.gamma={GAMMA}",
 ]
-
-
-def start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    """genkit-train in its own process group, so a kill takes W&B's helper processes too (log in stdout)."""
-    return subprocess.Popen(
-        [*script("genkit-train"), *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"training ended before the kill: {process.stdout.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail("training did not reach the kill point in time")
-        time.sleep(0.02)
-
-
-def kill(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def saved_epoch(path: Path) -> int:
-    """The epoch a complete checkpoint file was written at (-1 while there is none)."""
-    if not path.is_file():
-        return -1
-    return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
-
-
-def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    return checkpoint["state_dict"], json.loads((run_dir / "metrics.json").read_text())["metrics"]
 
 
 def wandb_run_ids(run_dir: Path) -> list[str]:

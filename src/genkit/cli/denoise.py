@@ -64,7 +64,7 @@ def run(options: DenoiseOptions) -> Path:
     if not isinstance(modality, Images):
         raise UsageError(f"genkit denoise works on image models ([C, H, W] in [0, 1]), not {spec.describe()}")
     datamodule, data_name = trained.data(options.data, seed=options.seed)
-    clean = datamodule.splits[options.split]["x"].cpu().float()
+    clean = datamodule.examples(options.split)["x"].float()
     noisy = add_noise(clean, options.noise, options.level, torch.Generator().manual_seed(options.seed))
     denoised = torch.cat([trained.model.reconstruct(chunk).clamp(0, 1) for chunk in noisy.split(512)])
     shown = min(options.n, len(clean))

@@ -50,13 +50,18 @@ def run(options: InterpolateOptions) -> Path:
     trained = Trained.open(options.ckpt)
     model, modality = trained.model, trained.modality("interpolate")
     datamodule, _ = trained.data(options.data, seed=options.seed)
-    split = datamodule.splits[options.split]
-    x = split["x"].cpu()
     for name in ("a", "b"):
-        if not 0 <= options[name] < len(x):
+        if options[name] < 0:
+            raise UsageError(
+                f"{name} is an example's index in the {options.split} split: 0 or more, got {options[name]}"
+            )
+    split = datamodule.examples(options.split, max(options.a, options.b) + 1)
+    x = split["x"]
+    for name in ("a", "b"):
+        if options[name] >= len(x):
             raise UsageError(f"{name}={options[name]} is outside the {options.split} split (0 to {len(x) - 1})")
     ends = x[[options.a, options.b]]
-    mask = split["mask"][[options.a, options.b]].cpu() if "mask" in split else None
+    mask = split["mask"][[options.a, options.b]] if "mask" in split else None
     z_a, z_b = model.embed(ends, mask)
     t = torch.linspace(0, 1, options.steps)
     latents = {"linear": torch.lerp(z_a, z_b, t[:, None]), "slerp": slerp(z_a, z_b, t)}

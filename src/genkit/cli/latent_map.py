@@ -60,7 +60,7 @@ def run(options: LatentMapOptions) -> Path:
     trained = Trained.open(options.ckpt)
     model = trained.model
     datamodule, data_name = trained.data(options.data, seed=options.seed)
-    split = {k: t[: options.max_points].cpu() for k, t in datamodule.splits[options.split].items()}
+    split = datamodule.examples(options.split, options.max_points)
     masks = split["mask"].split(512) if "mask" in split else [None] * math.ceil(len(split["x"]) / 512)
     z = torch.cat([model.embed(x, mask) for x, mask in zip(split["x"].split(512), masks)]).float()
     points, axes = project(z, options.method, options.seed)

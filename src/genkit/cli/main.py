@@ -23,6 +23,7 @@ from genkit.errors import GenkitError, UsageError
 #: Command -> the module of ``genkit.cli`` that holds it, and the dataclass of its ``key=value`` options.
 COMMANDS = {
     "list": "listing",
+    "prepare": "prepare",
     "compare": "compare:CompareOptions",
     "sample": "sample:SampleOptions",
     "reconstruct": "reconstruct:ReconstructOptions",

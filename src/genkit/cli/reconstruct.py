@@ -25,9 +25,8 @@ def run(options: ReconstructOptions) -> Path:
     trained = Trained.open(options.ckpt)
     modality = trained.modality("reconstruct")
     datamodule, _ = trained.data(options.data, seed=options.seed)
-    split = datamodule.splits[options.split]
-    x = split["x"][: options.n].cpu()
-    mask = split["mask"][: options.n].cpu() if "mask" in split else None
+    split = datamodule.examples(options.split, options.n)
+    x, mask = split["x"], split.get("mask")
     out = trained.output(options.out, "reconstructions", modality.suffix)
     modality.write_reconstructions(out, x, mask, trained.model.reconstruct(x, mask))
     log.info("%d %s examples and their reconstructions written to %s", len(x), options.split, out)

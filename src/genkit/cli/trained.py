@@ -101,16 +101,11 @@ class Trained:
         if seed is not None:
             run_cfg.seed = seed
         datamodule, data_name = build_data(run_cfg)
-        spec, expected = datamodule.spec, self.model.spec
-        if spec.event_shape != expected.event_shape or spec.modality != expected.modality:
+        differences = self.model.spec.differences(datamodule.spec)
+        if differences:
             raise DataError(
-                f"data {data_name!r} gives {spec.describe()}, but the model was trained on "
-                f"{expected.describe()}; point data.* at the data it was trained on"
-            )
-        if spec.vocabulary != expected.vocabulary:
-            raise DataError(
-                f"data {data_name!r} builds another vocabulary than the model's (its tokenizer is fitted on the "
-                "training split); point data.path at the corpus the model was trained on"
+                f"data {data_name!r} is not the data the model was trained on: it has {'; '.join(differences)}; "
+                "point data.* at the data it was trained on"
             )
         datamodule.setup()
         return datamodule, data_name

@@ -2,20 +2,57 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
 from genkit.errors import DataError
+from genkit.registry import registry
 from genkit.spec import DataSpec
 
+log = logging.getLogger(__name__)
+
 Split = dict[str, Tensor]  # {"x": [N, ...], "y": [N]} for one split
+#: One decoded example as ``genkit prepare`` stores it: ``x`` (a numpy array) and, when labelled, ``y``.
+Example = dict[str, Any]
 #: Splits cut from one pool never change with the run's seed: runs stay comparable.
 SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a data set is decoded, example by example: what ``genkit prepare`` writes into shards
+    (in parallel worker processes) and what the in-memory path of the same module decodes.
+
+    Attributes:
+        source: what the data set is, for messages and for telling data sets apart
+            (``image_folder /data/faces``): another source in a prepared folder is another data set.
+        spec: the spec of the stored examples (before any training-time transform such as binarisation).
+        items: each split's items, cheap handles such as file paths, in the split's fixed order.
+        decode: a split's name and one of its items -> the example, or a string saying why the item is
+            unusable (it is skipped, counted and named). Runs in forked worker processes, so it may
+            close over loaded arrays.
+        fingerprint: changes whenever the decoded examples would (files, settings).
+        scale: stored ``x`` values divided by it are what the model sees (255 for 8-bit images);
+            None: ``x`` is used as stored (token ids).
+        describe: one item as a message names it (a file's relative path).
+    """
+
+    source: str
+    spec: DataSpec
+    items: dict[str, Sequence[Any]]
+    decode: Callable[[str, Any], Example | str]
+    fingerprint: str
+    scale: float | None = None
+    describe: Callable[[Any], str] = str
 
 
 class DataModule(L.LightningDataModule, ABC):
@@ -35,6 +72,30 @@ class DataModule(L.LightningDataModule, ABC):
         """A spec like this module's, made without reading any data, for checking parts against it
         (``genkit list --check``); None when ``spec`` itself reads nothing."""
         return None
+
+    def recipe(self) -> Recipe:
+        """How ``genkit prepare`` decodes this data set (modules that can be prepared implement it)."""
+        raise DataError(
+            f"{type(self).__name__} does not say how its examples are decoded one by one, so it cannot be "
+            "prepared into shards; train on it directly, or implement recipe() (see docs/plugins.md)"
+        )
+
+    def ordered_batches(self, split: str) -> Iterable[Split]:
+        """A split's batches in its fixed order (``examples`` reads them)."""
+        return getattr(self, f"{split}_dataloader")()
+
+    def examples(self, split: str, limit: int | None = None) -> Split:
+        """The first ``limit`` examples (all when None) of a split in its fixed evaluation order, on the
+        CPU, as one batch: what the tools on trained models (reconstruct, interpolate...) read."""
+        batches, count = [], 0
+        for batch in self.ordered_batches(split):
+            batches.append({k: t.cpu() for k, t in batch.items()})
+            count += len(batch["x"])
+            if limit is not None and count >= limit:
+                break
+        if not batches:
+            raise DataError(f"the {split} split is empty")
+        return {k: torch.cat([b[k] for b in batches])[:limit] for k in batches[0]}
 
 
 class TensorBatches:
@@ -148,6 +209,76 @@ class SequenceBatches(TensorBatches):
             yield {k: t.index_select(0, index)[:, :longest] for k, t in self.tensors.items()}
 
 
+def report_skipped(recipe: Recipe, skipped: list[str], total: int) -> None:
+    """Warn about the items skipped as unusable (naming the first ten); refuse when nothing is left."""
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+        log.warning("skipped %d unusable item(s) of %s: %s", len(skipped), recipe.source, shown)
+    if len(skipped) == total:
+        raise DataError(f"none of the {total} items of {recipe.source} could be used (see the warning above)")
+
+
+def decode_in_memory(recipe: Recipe) -> dict[str, Split]:
+    """Every split of a recipe decoded into tensors (``x`` divided by the recipe's scale); unusable
+    items are skipped and named."""
+    splits, skipped = {}, []
+    for name, items in recipe.items.items():
+        examples = []
+        for item in items:
+            example = recipe.decode(name, item)
+            if isinstance(example, str):
+                skipped.append(f"{recipe.describe(item)} ({example})")
+            else:
+                examples.append(example)
+        split = {key: torch.from_numpy(np.stack([e[key] for e in examples])) for key in examples[0]} if examples else {}
+        if "x" in split and recipe.scale is not None:
+            split["x"] = split["x"].float() / recipe.scale
+        if "y" in split:
+            split["y"] = split["y"].long()
+        splits[name] = split
+    report_skipped(recipe, skipped, sum(len(items) for items in recipe.items.values()))
+    for name, split in splits.items():
+        if not split:
+            raise DataError(f"the {name} split of {recipe.source} has no usable examples (see the warning above)")
+    return splits
+
+
+def array_example(x: np.ndarray, y: np.ndarray, index: int) -> Example:
+    return {"x": x[index], "y": int(y[index])}
+
+
+def array_recipe(source: str, spec: DataSpec, splits: dict[str, Split], levels: int) -> Recipe:
+    """The recipe of image splits held in memory in [0, 1]: stored as 8-bit levels (``levels`` is a
+    full pixel: 255, or 16 for scikit-learn's digits), so the model sees exactly the values it
+    sees in memory."""
+    stored, digest = {}, hashlib.sha256(f"{source} {spec.to_dict()}".encode())
+    for name, split in splits.items():
+        scaled = split["x"] * levels
+        x = scaled.round()
+        if (x - scaled).abs().max() > 1e-3 or x.min() < 0 or x.max() > 255:
+            raise DataError(
+                f"{source} gives pixel values that are not multiples of 1/{levels} in [0, 255/{levels}], "
+                "so they cannot be stored as 8-bit levels; set the data module's `levels` to its full-pixel value"
+            )
+        stored[name] = (x.to(torch.uint8).numpy(), split["y"].numpy())
+        digest.update(name.encode() + stored[name][0].tobytes() + stored[name][1].tobytes())
+    return Recipe(
+        source=source,
+        spec=spec,
+        items={name: range(len(x)) for name, (x, _) in stored.items()},
+        decode=lambda split, index: array_example(*stored[split], index),
+        fingerprint=digest.hexdigest(),
+        scale=float(levels),
+    )
+
+
+def batches_trained(trainer: L.Trainer) -> int:
+    """Training batches of the current epoch whose step has run: the mid-epoch resume point a loader
+    saves. Lightning's ``completed`` count lags by one inside ``on_train_batch_end``, where
+    step-interval checkpoints are written, and it restores that count with the lag made good."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
 #: Data sets at most this large are moved to the accelerator once, at set-up.
 DEVICE_RESIDENT_BYTES = 2 * 1024**3
 
@@ -202,6 +333,10 @@ class InMemoryDataModule(DataModule):
         device = trainer.strategy.root_device
         return device if size <= DEVICE_RESIDENT_BYTES else torch.device("cpu")
 
+    def examples(self, split: str, limit: int | None = None) -> Split:
+        self.setup()
+        return {k: t[:limit].cpu() for k, t in self.splits[split].items()}
+
     def batches(self, split: str, batch_size: int, train: bool, **options: Any) -> TensorBatches:
         """The loader over one split (``options``: the trainer-derived arguments of ``TensorBatches``)."""
         return TensorBatches(self.splits[split], batch_size, shuffle=train, equal_shards=train, **options)
@@ -209,8 +344,8 @@ class InMemoryDataModule(DataModule):
     def _batches(self, split: str, batch_size: int, train: bool) -> TensorBatches:
         trainer = self.trainer
 
-        def batches_done() -> int:  # training batches of this epoch completed: the mid-epoch resume point
-            return trainer.fit_loop.epoch_loop.batch_progress.current.completed if train and trainer else 0
+        def batches_done() -> int:
+            return batches_trained(trainer) if train and trainer else 0
 
         return self.batches(
             split,
@@ -274,9 +409,20 @@ class ArrayDataModule(InMemoryDataModule):
         self.binarize = binarize
         self.exclude_labels = list(exclude_labels)
 
+    #: The stored value of a full pixel: ``x`` is a multiple of ``1 / levels`` (prepared as 8-bit levels).
+    levels = 255
+
     def base_support(self) -> str:
         """Support of ``x`` before binarisation."""
         return "unit_interval"
+
+    def recipe(self) -> Recipe:
+        """The splits as loaded (no label left out, nothing binarised: ``data=shards`` does those)."""
+        name = next((entry.name for entry in registry("data") if entry.cls is type(self)), type(self).__name__)
+        root = getattr(self, "root", None)
+        source = f"{name} {root.resolve()}" if root is not None else name
+        spec = replace(self.spec, support=self.base_support())
+        return array_recipe(source, spec, self.load_splits(), self.levels)
 
     def support(self) -> str:
         return "binary" if self.binarize != "none" else self.base_support()

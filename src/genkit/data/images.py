@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from genkit.data.base import SPLIT_SEED, ArrayDataModule, Split
+from genkit.data.base import SPLIT_SEED, ArrayDataModule, Example, Recipe, Split, decode_in_memory
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
 from genkit.spec import DataSpec
@@ -17,15 +19,18 @@ from genkit.spec import DataSpec
 log = logging.getLogger(__name__)
 
 
-def split_by_fraction(x: torch.Tensor, y: torch.Tensor, val: float, test: float) -> dict[str, Split]:
-    """A fixed, seeded train/val/test split of one pool of examples."""
-    n = len(x)
+def split_indices(n: int, val: float, test: float) -> dict[str, torch.Tensor]:
+    """A fixed, seeded train/val/test split of ``n`` examples, as index tensors."""
     n_test, n_val = round(n * test), round(n * val)
     if n - n_test - n_val < 1 or (val > 0 and n_val < 1) or (test > 0 and n_test < 1):
         raise DataError(f"{n} examples are too few for val_fraction={val} and test_fraction={test}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
-    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
-    return {name: {"x": x[idx], "y": y[idx]} for name, idx in parts.items()}
+    return {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
+
+
+def split_by_fraction(x: torch.Tensor, y: torch.Tensor, val: float, test: float) -> dict[str, Split]:
+    """A fixed, seeded train/val/test split of one pool of examples."""
+    return {name: {"x": x[idx], "y": y[idx]} for name, idx in split_indices(len(x), val, test).items()}
 
 
 def hold_out(train: Split, size: int) -> tuple[Split, Split]:
@@ -48,6 +53,8 @@ class Digits(ArrayDataModule):
     10% validation, 20% test.
     """
 
+    levels = 16
+
     @property
     def spec(self) -> DataSpec:
         return DataSpec("image", (1, 8, 8), self.support(), classes=tuple(str(d) for d in range(10)))
@@ -56,7 +63,7 @@ class Digits(ArrayDataModule):
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        x = to_unit(digits.data.reshape(-1, 1, 8, 8), 16.0)
+        x = to_unit(digits.data.reshape(-1, 1, 8, 8), self.levels)
         return split_by_fraction(x, torch.from_numpy(digits.target).long(), val=0.1, test=0.2)
 
 
@@ -270,9 +277,7 @@ class ImageFolder(ArrayDataModule):
     def spec(self) -> DataSpec:
         return DataSpec("image", (self.channels, self.size, self.size), self.support())
 
-    def load_splits(self) -> dict[str, Split]:
-        from PIL import Image, ImageOps, UnidentifiedImageError
-
+    def files(self) -> list[Path]:
         if self.path is None:
             raise DataNotFoundError("data.path is not set: give a folder of images (data.path=DIR)")
         if not self.path.is_dir():
@@ -280,22 +285,42 @@ class ImageFolder(ArrayDataModule):
         files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
             raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {self.path}")
+        return files
+
+    def recipe(self) -> Recipe:
+        """Files split by the seeded fractions before decoding; each decoded in a worker process."""
+        files = self.files()
         labelled = all(p.parent != self.path for p in files)
         self.class_names = sorted({p.relative_to(self.path).parts[0] for p in files}) if labelled else []
-        mode = "L" if self.channels == 1 else "RGB"
-        images, labels, skipped = [], [], []
+        label = {name: i for i, name in enumerate(self.class_names)}
+        items = [(file, label[file.relative_to(self.path).parts[0]] if labelled else 0) for file in files]
+        digest = hashlib.sha256(f"{self.size} {self.channels} {self.val_fraction} {self.test_fraction}".encode())
         for file in files:
-            try:
-                with Image.open(file) as image:
-                    fitted = ImageOps.fit(image.convert(mode), (self.size, self.size))
-            except (OSError, UnidentifiedImageError, ValueError) as error:
-                skipped.append(f"{file.name} ({error.__class__.__name__})")
-                continue
-            images.append(np.asarray(fitted).reshape(self.size, self.size, self.channels))
-            labels.append(self.class_names.index(file.relative_to(self.path).parts[0]) if labelled else 0)
-        if skipped:
-            log.warning("skipped %d unreadable image(s) in %s: %s", len(skipped), self.path, ", ".join(skipped[:10]))
-        if not images:
-            raise DataError(f"none of the {len(files)} image files under {self.path} could be read")
-        x = to_unit(np.stack(images).transpose(0, 3, 1, 2), 255.0)
-        return split_by_fraction(x, torch.tensor(labels), val=self.val_fraction, test=self.test_fraction)
+            stat = file.stat()
+            digest.update(f"\n{file.relative_to(self.path)} {stat.st_size} {stat.st_mtime_ns}".encode())
+        indices = split_indices(len(items), self.val_fraction, self.test_fraction)
+        return Recipe(
+            source=f"image_folder {self.path.resolve()}",
+            spec=DataSpec("image", (self.channels, self.size, self.size), "unit_interval", classes=self.class_names),
+            items={name: [items[i] for i in index.tolist()] for name, index in indices.items()},
+            decode=partial(fit_image, size=self.size, mode="L" if self.channels == 1 else "RGB"),
+            fingerprint=digest.hexdigest(),
+            scale=255.0,
+            describe=lambda item: str(item[0].relative_to(self.path)),
+        )
+
+    def load_splits(self) -> dict[str, Split]:
+        return decode_in_memory(self.recipe())
+
+
+def fit_image(split: str, item: tuple[Path, int], size: int, mode: str) -> Example | str:
+    """One image file resized and centre-cropped to ``size`` (uint8 ``[C, H, W]``), or why it is unreadable."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    file, label = item
+    try:
+        with Image.open(file) as image:
+            fitted = ImageOps.fit(image.convert(mode), (size, size))
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        return error.__class__.__name__
+    return {"x": np.asarray(fitted).reshape(size, size, -1).transpose(2, 0, 1), "y": label}

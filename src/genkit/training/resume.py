@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from genkit.checkpoint import read_checkpoint, upgrade_config
 from genkit.errors import CheckpointError, ResumeError
 from genkit.registry import KINDS
+from genkit.spec import DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,22 @@ def checked_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
             "may change), or start a new run"
         )
     return checkpoint
+
+
+def check_same_data(checkpoint: Path, spec: DataSpec) -> None:
+    """Refuse to continue from ``checkpoint`` on data of another kind than it was trained on (say, a
+    prepared folder prepared again with other settings).
+
+    Raises:
+        ResumeError: naming what differs.
+    """
+    stored, _ = read_checkpoint(checkpoint)
+    differences = DataSpec.from_dict(stored["genkit"]["spec"]).differences(spec)
+    if differences:
+        raise ResumeError(
+            f"cannot resume from {checkpoint}: the data is not what it was trained on: it has "
+            f"{'; '.join(differences)}. Point data.* at the data it was trained on, or start a new run"
+        )
 
 
 def resume_point(cfg: DictConfig, run_dir: Path) -> ResumePoint:

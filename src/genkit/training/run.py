@@ -22,7 +22,7 @@ from genkit.errors import TrainerConfigError
 from genkit.registry import PART_KINDS
 from genkit.training.metrics import summary_table
 from genkit.training.optimization import STEP_ARGUMENTS
-from genkit.training.resume import ResumePoint, resume_point
+from genkit.training.resume import ResumePoint, check_same_data, resume_point
 from genkit.training.tracking import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if start.finished is not None:
         return start.finished
     datamodule, model = compose(cfg)
+    if start.checkpoint is not None:
+        check_same_data(start.checkpoint, datamodule.spec)
     data_name = entry_for("data", cfg.data).name
     log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
     callbacks = build_callbacks(cfg, output_dir)
