@@ -8,6 +8,7 @@ without the data set.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,11 @@ class AudioFeatures(nn.Module):
         """``[B, L] -> [B, 1, n_mels, frames]``: the normalised features a ``logmel`` model reads."""
         return ((self.mel_db(wave) - self.mel_mean) / self.mel_std)[:, None]
 
+    def model_input(self, wave: Tensor) -> Tensor:
+        """``[B, L]`` clips -> what a model of these settings reads: ``[B, 1, L]`` for ``waveform``,
+        the normalised log-mel ``[B, 1, n_mels, frames]`` for ``logmel``."""
+        return self.logmel(wave) if self.settings.representation == "logmel" else wave[:, None]
+
     def db_of(self, x: Tensor) -> Tensor:
         """Log-mel dB ``[B, n_mels, frames]`` of model-space examples of either representation."""
         if self.settings.representation == "logmel":
@@ -105,6 +111,20 @@ class AudioFeatures(nn.Module):
             length=s.num_samples,
         )
         return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+def band_statistics(db_chunks: Iterable[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per mel band mean and standard deviation (floored at 0.01 dB) of log-mel dB chunks
+    ``[b, n_mels, frames]``, summed in float64 so a stream of chunks gives what one tensor would."""
+    count, total, squares = 0, 0.0, 0.0
+    for db in db_chunks:
+        db = db.double()
+        count += db.shape[0] * db.shape[2]
+        total = total + db.sum((0, 2))
+        squares = squares + db.square().sum((0, 2))
+    mean = total / count
+    std = ((squares - count * mean.square()) / (count - 1)).clamp_min(0).sqrt()
+    return mean.float(), std.clamp_min(1e-2).float()
 
 
 def spectrogram_images(features: AudioFeatures, x: Tensor) -> Tensor:

@@ -17,10 +17,25 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, TrainedRun, final_state, kill, run, script, shared_run, start, wait_for
+from conftest import (
+    FAST,
+    RATE,
+    TrainedRun,
+    corpus_folder,
+    digits_folder,
+    final_state,
+    kill,
+    run,
+    script,
+    shared_run,
+    start,
+    wait_for,
+)
+from genkit.data.audio import AudioFolder
 from genkit.data.base import Recipe
 from genkit.data.images import Digits, ImageFolder
 from genkit.data.shards import MANIFEST, PREPARING, Shards, prepare
+from genkit.data.text import TextLines
 from genkit.errors import DataError, DataNotFoundError, ResumeError
 from genkit.spec import DataSpec
 from genkit.training.resume import check_same_data
@@ -74,6 +89,69 @@ def test_shards_hold_the_pixels_labels_and_splits_of_the_in_memory_path(tmp_path
     digits.setup()
     streamed = Shards(path=str(tmp_path / "digits")).examples("test")
     torch.testing.assert_close(streamed["x"], digits.splits["test"]["x"], rtol=0, atol=0)
+
+
+def test_prepared_text_and_audio_stream_exactly_the_in_memory_examples(tmp_path, genkit_command):
+    corpus = corpus_folder(tmp_path)
+    code, _, err = genkit_command("prepare", "data=text_lines", f"data.path={corpus}", f"out={tmp_path / 'text'}")
+    assert code == 0, err
+    text = TextLines(path=str(corpus))
+    text.setup()
+    data = Shards(path=str(tmp_path / "text"), num_workers=2, batch_size=32)
+    assert not data.spec.differences(text.spec) and data.spec.vocabulary == text.spec.vocabulary
+    for split, expected in text.splits.items():  # token ids as int32, padded per batch to its longest
+        streamed = data.examples(split)
+        assert torch.equal(streamed["x"], expected["x"]) and torch.equal(streamed["mask"], expected["mask"])
+    pad = data.spec.vocabulary.pad
+    lengths = []
+    for batch in data.train_dataloader():
+        assert batch["mask"][:, -1].any() and torch.equal(batch["x"] != pad, batch["mask"])
+        lengths += batch["mask"].sum(1).tolist()
+    assert sorted(lengths) == sorted(text.splits["train"]["mask"].sum(1).tolist())
+
+    recordings = digits_folder(tmp_path)
+    (recordings / "3_cat_0.wav").write_bytes(b"not audio")  # skipped by both, the splits still agree
+    settings = {"sample_rate": RATE, "duration": 0.3, "n_fft": 256, "hop_length": 64, "n_mels": 16}
+    for representation in ("logmel", "waveform"):
+        audio = AudioFolder(
+            path=str(recordings),
+            representation=representation,
+            label_pattern=r"^(\d)_",
+            cache_dir="",
+            **settings,
+        )
+        prepare(audio.recipe(), str(tmp_path / representation), workers=2)
+        audio.setup()
+        data = Shards(path=str(tmp_path / representation), num_workers=0)
+        assert not data.spec.differences(audio.spec) and data.spec.audio == audio.spec.audio  # mel statistics too
+        for split, expected in audio.splits.items():  # 16-bit PCM clips of 16-bit files: the same features
+            streamed = data.examples(split)
+            torch.testing.assert_close(streamed["x"], expected["x"], rtol=0, atol=0)
+            assert torch.equal(streamed["y"], expected["y"])
+
+
+def test_an_audio_vae_trains_from_clips_whose_features_the_loader_workers_compute(tmp_path, cli_env):
+    recordings = digits_folder(tmp_path)
+    audio = AudioFolder(path=str(recordings), sample_rate=RATE, duration=0.5, n_fft=256, hop_length=64, n_mels=32)
+    prepare(audio.recipe(), str(tmp_path / "shards"), workers=2)
+    out = tmp_path / "run"
+    args = [
+        "experiment=audio",
+        "data=shards",
+        f"data.path={tmp_path / 'shards'}",
+        "data.batch_size=16",
+        "encoder.channels=[8,16]",
+        "decoder.channels=[16,8]",
+        "model.latent_dim=4",
+        "callbacks.media.n_audio=2",
+        *FAST,
+        f"hydra.run.dir={out}",
+    ]
+    result = run([*script("genkit-train"), *args], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert 0 < metrics["test/spectral_convergence"] < 2 and 0 < metrics["test/mel_l1"] < 80
+    assert len(list((out / "audio").glob("*.wav"))) == 6
 
 
 def test_genkit_prepare_does_nothing_twice_notices_changes_and_refuses_other_folders(tmp_path, genkit_command):

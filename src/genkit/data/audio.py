@@ -14,15 +14,17 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import replace
 from functools import cached_property
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from genkit.audio import AudioFeatures
-from genkit.data.base import SPLIT_SEED, InMemoryDataModule, Split
+from genkit.audio import AudioFeatures, band_statistics
+from genkit.data.base import SPLIT_SEED, Example, InMemoryDataModule, Recipe, Split
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
 from genkit.spec import REPRESENTATIONS, AudioSettings, DataSpec
@@ -34,6 +36,8 @@ AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".
 #: Clips turned into features per torch call (bounds the STFT's memory).
 FEATURE_CHUNK = 256
 CACHE_VERSION = 1
+#: Prepared clips are 16-bit PCM: the stored integer over this is the sample in [-1, 1).
+PCM_SCALE = 32768
 
 
 def audio_files(root: Path) -> list[Path]:
@@ -163,6 +167,23 @@ class AudioFolder(InMemoryDataModule):
             raise DataNotFoundError(f"data.path {root} is not a folder; give a folder of audio files (wav, flac, ogg)")
         return root
 
+    @cached_property
+    def files(self) -> list[Path]:
+        """Every audio file under the data folder, in a fixed order (usable or not: the split of a file
+        does not depend on whether others decode, so it is the same in memory and prepared)."""
+        root = self.root()
+        files = audio_files(root)
+        if not files:
+            raise DataNotFoundError(
+                f"{root} has no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}); give a folder that holds some"
+            )
+        return files
+
+    def names(self) -> list[str]:
+        """Every file's path relative to the data folder."""
+        root = self.root()
+        return [file.relative_to(root).as_posix() for file in self.files]
+
     def cache_file(self, root: Path, files: list[Path]) -> Path | None:
         """Where these files' decoded clips are cached: keyed by every file's path, size and
         modification time and by the clip settings, so any change decodes afresh."""
@@ -178,12 +199,7 @@ class AudioFolder(InMemoryDataModule):
 
     def decoded(self) -> tuple[list[str], torch.Tensor]:
         """Relative paths of the usable files and their clips ``[N, num_samples]`` (from the cache when there)."""
-        root = self.root()
-        files = audio_files(root)
-        if not files:
-            raise DataNotFoundError(
-                f"{root} has no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}); give a folder that holds some"
-            )
+        root, files = self.root(), self.files
         cache = self.cache_file(root, files)
         if cache is not None and cache.exists():
             try:
@@ -245,7 +261,7 @@ class AudioFolder(InMemoryDataModule):
         for split, indices in splits.items():
             if not indices:
                 raise DataError(
-                    f"the {split} split of {self.path} is empty ({len(names)} usable files; {split} takes "
+                    f"the {split} split of {self.path} is empty ({len(names)} files; {split} takes "
                     f"{rules[split]}); change the patterns or fractions, or add files"
                 )
         return {split: sorted(indices) for split, indices in splits.items()}
@@ -266,18 +282,73 @@ class AudioFolder(InMemoryDataModule):
         index = {value: i for i, value in enumerate(classes)}
         return torch.tensor([index[v] for v in values]), classes
 
+    def recipe(self) -> Recipe:
+        """Each file decoded in a worker process into a clip stored as 16-bit PCM (``x / 32768`` is
+        the clip); features are computed per batch while streaming, normalised by the training
+        split's log-mel statistics, which ``finish`` measures once the clips are stored."""
+        root, files, names = self.root(), self.files, self.names()
+        labels, classes = self.labels(names)
+        settings = self.settings
+        digest = hashlib.sha256(
+            f"{CACHE_VERSION} {settings} {self.test_files} {self.val_files} {self.label_pattern}".encode()
+        )
+        digest.update(f"{self.val_fraction} {self.test_fraction}".encode())
+        for file, name in zip(files, names):
+            stat = file.stat()
+            digest.update(f"\n{name} {stat.st_size} {stat.st_mtime_ns}".encode())
+
+        def decode(split: str, index: int) -> Example | str:
+            clip, what = read_clip(files[index], settings.sample_rate, settings.num_samples)
+            if clip is None:
+                return what
+            pcm = np.clip(np.round(clip * PCM_SCALE), -PCM_SCALE, PCM_SCALE - 1).astype(np.int16)
+            return {"x": pcm} if labels is None else {"x": pcm, "y": int(labels[index])}
+
+        def finish(train: Iterable[Example]) -> DataSpec:
+            if settings.representation != "logmel":
+                return settings.spec(classes=tuple(classes))
+            features, clips = AudioFeatures(settings), (e["x"] for e in train)
+            chunks = iter(lambda: list(islice(clips, FEATURE_CHUNK)), [])
+            mean, std = band_statistics(
+                features.mel_db(torch.from_numpy(np.stack(c)).float() / PCM_SCALE) for c in chunks
+            )
+            return replace(settings, mel_mean=mean.tolist(), mel_std=std.tolist()).spec(classes=tuple(classes))
+
+        return Recipe(
+            source=f"audio_folder {root.resolve()}",
+            spec=settings.spec(classes=tuple(classes)),
+            items=self.assign_splits(names),
+            decode=decode,
+            fingerprint=digest.hexdigest(),
+            scale=float(PCM_SCALE),
+            describe=lambda index: names[index],
+            finish=finish,
+        )
+
     @cached_property
     def corpus(self) -> tuple[DataSpec, dict[str, Split]]:
         """The spec (with the training split's log-mel statistics) and every split's examples."""
+        everything = self.names()
         names, clips = self.decoded()
-        indices = self.assign_splits(names)
-        labels, classes = self.labels(names)
+        row = {name: i for i, name in enumerate(names)}
+        labels, classes = self.labels(everything)
+        if labels is not None:  # the usable files' labels, row for row
+            position = {name: i for i, name in enumerate(everything)}
+            labels = labels[[position[name] for name in names]]
+        indices = {  # each split's usable files, as rows of the clips
+            split: [row[everything[i]] for i in index if everything[i] in row]
+            for split, index in self.assign_splits(everything).items()
+        }
+        for split, index in indices.items():
+            if not index:
+                raise DataError(
+                    f"none of the files of the {split} split of {self.path} could be used (see the warnings above)"
+                )
         settings = self.settings
         features = clips[:, None]
         if settings.representation == "logmel":
             db = torch.cat([AudioFeatures(settings).mel_db(chunk) for chunk in clips.split(FEATURE_CHUNK)])
-            train = db[indices["train"]]
-            mean, std = train.mean((0, 2)), train.std((0, 2)).clamp_min(1e-2)
+            mean, std = band_statistics([db[indices["train"]]])
             settings = replace(settings, mel_mean=mean.tolist(), mel_std=std.tolist())
             features = ((db - mean[:, None]) / std[:, None])[:, None]
         splits = {}

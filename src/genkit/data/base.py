@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from genkit.errors import DataError
@@ -44,6 +45,8 @@ class Recipe:
         scale: stored ``x`` values divided by it are what the model sees (255 for 8-bit images);
             None: ``x`` is used as stored (token ids).
         describe: one item as a message names it (a file's relative path).
+        finish: the final spec from the stored training examples, read back in order, for specs that
+            hold statistics of the data (audio's log-mel normalisation); None: ``spec`` as it is.
     """
 
     source: str
@@ -53,6 +56,7 @@ class Recipe:
     fingerprint: str
     scale: float | None = None
     describe: Callable[[Any], str] = str
+    finish: Callable[[Iterable[Example]], DataSpec] | None = None
 
 
 class DataModule(L.LightningDataModule, ABC):
@@ -95,6 +99,14 @@ class DataModule(L.LightningDataModule, ABC):
                 break
         if not batches:
             raise DataError(f"the {split} split is empty")
+        pad = padding_id(self.spec)
+        if pad is not None:  # sequence batches are as long as their longest: pad them to one length
+            longest = max(b["x"].shape[1] for b in batches)
+            fill = {"x": pad, "mask": False}
+            batches = [
+                {k: F.pad(t, (0, longest - t.shape[1]), value=fill[k]) if k in fill else t for k, t in b.items()}
+                for b in batches
+            ]
         return {k: torch.cat([b[k] for b in batches])[:limit] for k in batches[0]}
 
 
@@ -207,6 +219,14 @@ class SequenceBatches(TensorBatches):
             longest = int(self.lengths[index].max())
             index = index.to(device)
             yield {k: t.index_select(0, index)[:, :longest] for k, t in self.tensors.items()}
+
+
+def padding_id(spec: DataSpec) -> int | None:
+    """The id that pads sequences of a variable-length spec (its vocabulary's, else 0); None for
+    fixed-size examples."""
+    if not spec.variable_length:
+        return None
+    return spec.vocabulary.pad if spec.vocabulary is not None else 0
 
 
 def report_skipped(recipe: Recipe, skipped: list[str], total: int) -> None:

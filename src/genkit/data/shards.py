@@ -25,7 +25,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genkit.data.base import DataModule, Recipe, batches_trained, report_skipped
+from genkit.data.base import DataModule, Recipe, batches_trained, padding_id, report_skipped
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
-from genkit.spec import DataSpec
+from genkit.spec import AudioSettings, DataSpec
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,7 @@ def prepare(recipe: Recipe, out: str, workers: int = 0, overwrite: bool = False)
     skipped = [line for file in sorted((folder / SKIPPED).glob("*")) for line in file.read_text().splitlines()]
     report_skipped(recipe, skipped, total)
     shutil.rmtree(folder / SKIPPED, ignore_errors=True)
+    spec = recipe.spec if recipe.finish is None else recipe.finish(stored_examples(folder / "train"))
     sizes, chunks = {}, {}
     for split in recipe.items:
         index = json.loads((folder / split / "index.json").read_text())
@@ -153,7 +154,7 @@ def prepare(recipe: Recipe, out: str, workers: int = 0, overwrite: bool = False)
         chunks[split] = {c["filename"]: (folder / split / c["filename"]).stat().st_size for c in index["chunks"]}
         if not sizes[split]:
             raise DataError(f"the {split} split of {recipe.source} has no usable examples (see the warning above)")
-    manifest = Manifest(recipe.source, recipe.fingerprint, recipe.spec.to_dict(), recipe.scale, sizes, chunks, skipped)
+    manifest = Manifest(recipe.source, recipe.fingerprint, spec.to_dict(), recipe.scale, sizes, chunks, skipped)
     manifest.write(folder)
     (folder / PREPARING).unlink()
     on_disk = sum(size for split in chunks.values() for size in split.values())
@@ -165,6 +166,13 @@ def prepare(recipe: Recipe, out: str, workers: int = 0, overwrite: bool = False)
         folder,
     )
     return manifest
+
+
+def stored_examples(folder: Path) -> Iterator[dict[str, Any]]:
+    """A written split's examples as stored, in order."""
+    from litdata import StreamingDataset
+
+    yield from StreamingDataset(str(folder))
 
 
 def write_split(recipe: Recipe, split: str, items: Sequence[Any], folder: Path, workers: int, done: Any) -> None:
@@ -278,17 +286,34 @@ def resumable_loader_class() -> type:
 
 class Collate:
     """Stored examples -> a batch as the model sees it: ``x`` divided by the scale (8-bit images to
-    [0, 1]), labels as int64. Runs in the loader's worker processes."""
+    [0, 1], 16-bit PCM to [-1, 1)), audio features computed from the clips, labels as int64, and
+    sequences (``pad`` given) padded to the batch's longest with their ``mask``. Runs in the
+    loader's worker processes."""
 
-    def __init__(self, scale: float | None) -> None:
-        self.scale = scale
+    def __init__(self, scale: float | None, pad: int | None = None, audio: AudioSettings | None = None) -> None:
+        self.scale, self.pad, self.audio = scale, pad, audio
+
+    @cached_property
+    def features(self) -> Any:
+        from genkit.audio import AudioFeatures
+
+        return AudioFeatures(self.audio)
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Tensor]:
-        batch = {key: torch.from_numpy(np.stack([np.asarray(e[key]) for e in examples])) for key in examples[0]}
+        if self.pad is not None:
+            lengths = torch.tensor([len(e["x"]) for e in examples])
+            x = torch.full((len(examples), int(lengths.max())), self.pad, dtype=torch.long)
+            for row, example in zip(x, examples):
+                row[: len(example["x"])] = torch.from_numpy(np.asarray(example["x"], dtype=np.int64))
+            batch = {"x": x, "mask": torch.arange(x.shape[1])[None, :] < lengths[:, None]}
+        else:
+            batch = {"x": torch.from_numpy(np.stack([np.asarray(e["x"]) for e in examples]))}
         if self.scale is not None:
             batch["x"] = batch["x"].float() / self.scale
-        if "y" in batch:
-            batch["y"] = batch["y"].long()
+        if self.audio is not None:
+            batch["x"] = self.features.model_input(batch["x"])
+        if "y" in examples[0]:
+            batch["y"] = torch.tensor([int(e["y"]) for e in examples])
         return batch
 
 
@@ -358,7 +383,7 @@ class Shards(DataModule):
         quiet_streaming()
         self.inputs: dict[str, str] = {}
 
-    @property
+    @cached_property
     def spec(self) -> DataSpec:
         return DataSpec.from_dict(self.manifest.spec)
 
@@ -442,7 +467,7 @@ class Shards(DataModule):
             dataset,
             batch_size=batch_size,
             num_workers=self.num_workers if workers is None else workers,
-            collate_fn=Collate(self.manifest.scale),
+            collate_fn=Collate(self.manifest.scale, padding_id(self.spec), self.spec.audio),
             # Workers' seeds are drawn from this generator, not from the global RNG, whose state a
             # mid-epoch checkpoint saves: the model's noise stays the same across a resume.
             generator=torch.Generator().manual_seed(self.seed),

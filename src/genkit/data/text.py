@@ -7,6 +7,7 @@ token ids on another machine without the corpus.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections import Counter
@@ -15,10 +16,11 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from genkit.data.base import SPLIT_SEED, InMemoryDataModule, SequenceBatches, Split
+from genkit.data.base import SPLIT_SEED, Example, InMemoryDataModule, Recipe, SequenceBatches, Split
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
 from genkit.spec import DataSpec, Vocabulary
@@ -262,12 +264,41 @@ class TextLines(InMemoryDataModule):
         out["train"] = [lines[i] for i in order[start:]]
         return out
 
+    def fitted_tokenizer(self, lines: dict[str, list[str]]) -> Any:
+        return train_tokenizer(lines["train"], self.tokenizer_kind, self.vocab_size, self.lowercase)
+
+    def example_ids(self, tokenizer: Any, ids: list[int]) -> list[int]:
+        """A sentence's token ids as an example: cut to ``max_length - 1``, then ``</s>``."""
+        return ids[: self.max_length - 1] + [tokenizer.token_to_id(EOS)]
+
+    def recipe(self) -> Recipe:
+        """Each sentence tokenized (by the tokenizer fitted on the training lines) in a worker process,
+        stored as int32 ids; the tokenizer travels in the spec."""
+        lines = self.corpus_lines()
+        tokenizer = self.fitted_tokenizer(lines)
+        settings = (self.tokenizer_kind, self.vocab_size, self.lowercase, self.max_length, self.encoding)
+        digest = hashlib.sha256(f"{settings} {self.val_fraction} {self.test_fraction}".encode())
+        for split, texts in lines.items():
+            digest.update(split.encode() + "\n".join(texts).encode())
+
+        def encode(split: str, line: str) -> Example:
+            return {"x": np.array(self.example_ids(tokenizer, tokenizer.encode(line).ids), dtype=np.int32)}
+
+        return Recipe(
+            source=f"text_lines {Path(self.path).expanduser().resolve()}",
+            spec=text_spec(tokenizer, self.max_length),
+            items=lines,
+            decode=encode,
+            fingerprint=digest.hexdigest(),
+            describe=lambda line: repr(line[:40]),
+        )
+
     @cached_property
     def corpus(self) -> tuple[Any, dict[str, Split]]:
         """The tokenizer (fitted on the training split only) and every split as padded ids and masks."""
         lines = self.corpus_lines()
-        tokenizer = train_tokenizer(lines["train"], self.tokenizer_kind, self.vocab_size, self.lowercase)
-        eos, pad = tokenizer.token_to_id(EOS), tokenizer.token_to_id(PAD)
+        tokenizer = self.fitted_tokenizer(lines)
+        pad = tokenizer.token_to_id(PAD)
         splits = {}
         for split, texts in lines.items():
             rows = [encoding.ids for encoding in tokenizer.encode_batch(texts)]
@@ -280,7 +311,7 @@ class TextLines(InMemoryDataModule):
                     len(rows),
                     self.max_length,
                 )
-            rows = [row[: self.max_length - 1] + [eos] for row in rows]
+            rows = [self.example_ids(tokenizer, row) for row in rows]
             longest = max(len(row) for row in rows)
             x = torch.full((len(rows), longest), pad, dtype=torch.long)
             for i, row in enumerate(rows):
