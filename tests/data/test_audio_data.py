@@ -70,13 +70,14 @@ def test_bad_files_are_skipped_counted_and_named(tmp_path, caplog):
     assert sum(len(s["x"]) for s in splits.values()) == 48
     warnings = caplog.text
     for name, why in (("corrupt.wav", "unreadable"), ("empty.wav", "empty"), ("song.m4a", "unreadable")):
-        assert f"{name}: {why}" in warnings
-    assert "skipped 3 of 51 audio files" in warnings
+        assert f"{name} ({why}" in warnings
+    assert "skipped 3 unusable item(s) of audio_folder" in warnings and "(unreadable (Format not recognised" in warnings
 
     only_bad = tmp_path / "bad"
     only_bad.mkdir()
-    (only_bad / "corrupt.wav").write_bytes(b"nothing")
-    with pytest.raises(DataError, match="none of the 1 audio files"):
+    for i in range(10):  # one file for each of val and test, eight for training
+        (only_bad / f"corrupt{i}.wav").write_bytes(b"nothing")
+    with pytest.raises(DataError, match="none of the 10 items of audio_folder"):
         folder_data(only_bad, tmp_path).load_splits()
     (tmp_path / "silent").mkdir()
     with pytest.raises(DataNotFoundError, match="has no audio files"):
@@ -136,7 +137,10 @@ def test_griffin_lim_and_waveforms_give_clips_of_the_clip_length(tmp_path):
     assert info.samplerate == RATE and info.frames == RATE // 2
 
     waves = folder_data(folder, tmp_path, representation="waveform")
-    assert waves.spec.event_shape == (1, RATE // 2) and waves.corpus[1]["train"]["x"].abs().max() <= 1
+    assert waves.spec.event_shape == (1, RATE // 2)
+    assert waves.corpus[1]["train"]["x"].dtype == torch.int16  # held as 16-bit PCM: half of float32
+    x = waves.examples("train")["x"]
+    assert x.dtype == torch.float32 and 0.1 < x.abs().max() <= 1  # what the model reads
 
 
 def test_fsdd_preset_reads_the_official_split():

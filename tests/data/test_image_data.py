@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import shared_data
+from genkit.data import decoding, images
 from genkit.data.base import TensorBatches
 from genkit.data.images import CIFAR10, MNIST, Digits, FashionMNIST, ImageFolder
 from genkit.errors import DataError, DataNotFoundError
@@ -124,6 +125,44 @@ def test_image_folder_resizes_labels_by_subfolder_and_skips_bad_files(tmp_path: 
     assert data.class_names == ["cats", "dogs"] and set(data.splits["train"]["y"].tolist()) == {0, 1}
     assert "skipped 1 unusable item(s) of image_folder" in caplog.text
     assert "dogs/broken.png (UnidentifiedImageError)" in caplog.text
+
+
+def test_image_folder_decodes_in_workers_into_an_8bit_cache_that_a_changed_file_invalidates(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", 30)
+    options = {"path": str(tmp_path / "images"), "size": 8, "cache_dir": str(tmp_path / "cache")}
+    alone = ImageFolder(**{**options, "cache_dir": ""}, workers=1)
+    alone.setup()
+    data = ImageFolder(**options, workers=2, binarize="static")
+    data.prepare_data()  # what Lightning runs on one process per machine: fills the cache
+    (cache,) = (tmp_path / "cache").glob("*.pt")
+    data.setup()
+    generator = torch.Generator().manual_seed(0)  # static binarisation draws as it did from float pixels
+    for split, held in data.splits.items():
+        assert held["x"].dtype == torch.uint8  # a quarter of float32
+        expected = torch.bernoulli(alone.examples(split)["x"], generator=generator)
+        assert torch.equal(data.examples(split)["x"], expected)
+
+    monkeypatch.setattr(images, "fit_image", lambda *a, **k: pytest.fail("decoded although cached"))
+    cached = ImageFolder(**options)
+    cached.setup()
+    for split in ("train", "val", "test"):  # two processes decoded what one does, in the same order
+        assert torch.equal(cached.examples(split)["x"], alone.examples(split)["x"])
+    assert cached.examples("train")["x"].dtype == torch.float32
+    monkeypatch.undo()
+
+    Image.new("RGB", (12, 16), "white").save(tmp_path / "images" / "0.png")  # one file changes
+    changed = ImageFolder(**options)
+    changed.setup()
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # decoded afresh under a new key
+    everything = torch.cat([changed.examples(split)["x"] for split in ("train", "val", "test")])
+    assert (everything.flatten(1) == 1).all(1).sum() == 1  # the white image, read from the file as it is now
+
+
+def test_a_folder_too_large_to_hold_in_memory_points_at_genkit_prepare(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", 10)
+    monkeypatch.setattr(decoding, "memory_budget", lambda: 5000)  # as if this machine had 10 kB of RAM
+    with pytest.raises(DataError, match=r"10 examples .* more than 5e-06 GB .*genkit prepare.*data=shards"):
+        ImageFolder(path=str(tmp_path / "images"), size=16, cache_dir="").setup()
 
 
 def test_image_folder_without_images_says_so(tmp_path: Path):

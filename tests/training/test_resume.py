@@ -12,6 +12,7 @@ import torch
 
 from conftest import final_state, kill, run, saved_epoch, script, shared_run, start, wait_for
 from genkit.checkpoint import WRITE_DELAY_ENV, read_checkpoint
+from genkit.training.resume import frozen_changes
 
 #: Long enough that a kill lands mid-run, short enough for the suite; a learning-rate schedule
 #: whose state must come back too.
@@ -147,3 +148,19 @@ def test_an_interrupted_sweep_finishes_without_rerunning_completed_jobs(tmp_path
     log = again.stdout + again.stderr
     assert "finished with this configuration already" in log
     assert "resuming from" in log and (sweep / "1" / "metrics.json").is_file()
+
+
+def test_where_and_how_fast_data_is_decoded_is_no_change():
+    stored = {"data": {"path": "faces", "cache_dir": "~/.cache/genkit/data", "workers": 0}, "seed": 0}
+    current = {"data": {"path": "faces", "cache_dir": "/scratch/cache", "workers": 8}, "seed": 0}
+    assert frozen_changes(stored, current) == []
+    current["data"]["path"] = "cars"
+    assert frozen_changes(stored, current) == ["data.path: 'faces' -> 'cars'"]
+
+
+def test_an_option_added_since_a_run_was_stored_is_no_change_at_its_default():
+    stored = {"data": {"_target_": "genkit.data.images.Digits", "batch_size": 128}}
+    current = {"data": {**stored["data"], "crop": 0, "flip": False, "exclude_labels": []}}
+    assert frozen_changes(stored, current) == []
+    current["data"]["crop"] = 2
+    assert frozen_changes(stored, current) == ["data.crop: '(unset)' -> 2"]

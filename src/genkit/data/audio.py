@@ -1,9 +1,9 @@
 """Audio: a folder of recordings (wav, flac, ogg...) as fixed-length clips, log-mel or waveform.
 
-Files are decoded once with soundfile (libsndfile), mixed down to mono and resampled with
-librosa (soxr); the decoded clips are cached on disk, so a second run decodes nothing, and
-held in memory, so no epoch decodes anything. Log-mel features are computed in torch over
-batches of clips, and normalised per mel band with the training split's statistics, which
+Files are decoded once, by worker processes, with soundfile (libsndfile), mixed down to mono and
+resampled with librosa (soxr), into 16-bit PCM clips; the clips are cached on disk, so a second run
+decodes nothing, and held in memory, so no epoch decodes anything. Log-mel features are computed in
+torch over batches of clips, and normalised per mel band with the training split's statistics, which
 travel in the spec (and so in every checkpoint).
 """
 
@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 from functools import cached_property
@@ -22,9 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from genkit.audio import AudioFeatures, band_statistics
+from genkit.data.augment import Augment
 from genkit.data.base import SPLIT_SEED, Example, InMemoryDataModule, Recipe, Split
+from genkit.data.decoding import decode_in_memory, fill_cache
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
 from genkit.spec import REPRESENTATIONS, AudioSettings, DataSpec
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".m4a", ".aac"})
 #: Clips turned into features per torch call (bounds the STFT's memory).
 FEATURE_CHUNK = 256
-CACHE_VERSION = 1
 #: Prepared clips are 16-bit PCM: the stored integer over this is the sample in [-1, 1).
 PCM_SCALE = 32768
 
@@ -61,7 +61,8 @@ def read_clip(path: Path, sample_rate: int, num_samples: int) -> tuple[np.ndarra
     try:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except RuntimeError as error:  # soundfile.LibsndfileError: corrupt, or a format libsndfile cannot read
-        return None, f"unreadable ({str(error).splitlines()[0] or type(error).__name__})"
+        reason = str(error).splitlines()[0].rpartition("': ")[2]  # libsndfile's text after "Error opening 'path'"
+        return None, f"unreadable ({reason or type(error).__name__})"
     if len(data) == 0:
         return None, "empty (no samples)"
     done = []
@@ -104,7 +105,11 @@ class AudioFolder(InMemoryDataModule):
         val_fraction, test_fraction: held-out shares when no pattern is given.
         label_pattern: a regular expression whose first group, searched in each file's path,
             is the file's label ``y`` (FSDD's digit: ``(\\d)_[a-z]+_\\d+\\.wav$``); empty: no labels.
+        offset: seconds by which training clips may start later: each file is decoded that much
+            longer, and every training batch cuts its clips at random starts in the first ``offset``
+            seconds (seeded), computing their features then; evaluation cuts them at the start.
         cache_dir: where decoded clips are cached (empty: no cache).
+        workers: processes decoding the files (0: one per core).
         batch_size: training batch size, in clips.
         eval_batch_size: validation/test batch size (0: 4x batch_size).
         seed: the run's seed (wired by genkit): batch order.
@@ -128,7 +133,9 @@ class AudioFolder(InMemoryDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         label_pattern: str = "",
-        cache_dir: str = "~/.cache/genkit/audio",
+        offset: float = 0.0,
+        cache_dir: str = "~/.cache/genkit/data",
+        workers: int = 0,
         batch_size: int = 64,
         eval_batch_size: int = 0,
         on_device: bool = True,
@@ -140,6 +147,10 @@ class AudioFolder(InMemoryDataModule):
             raise ValueError(f"data.sample_rate and data.duration must be positive, got {sample_rate} and {duration}")
         if hop_length < 1 or n_fft < 2 or n_mels < 1:
             raise ValueError("data.n_fft (>= 2), data.hop_length and data.n_mels (>= 1) must be positive")
+        if workers < 0:
+            raise ValueError(f"data.workers must be 0 (one per core) or more, got {workers}")
+        if offset < 0:
+            raise ValueError(f"data.offset must be 0 or more seconds, got {offset}")
         for name, pattern in (("test_files", test_files), ("val_files", val_files), ("label_pattern", label_pattern)):
             try:
                 re.compile(pattern)
@@ -158,6 +169,8 @@ class AudioFolder(InMemoryDataModule):
         self.test_files, self.val_files, self.label_pattern = test_files, val_files, label_pattern
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.cache_dir = cache_dir
+        self.workers = workers
+        self.augment = Augment(offset=round(offset * sample_rate))
 
     def root(self) -> Path:
         if not self.path:
@@ -183,63 +196,6 @@ class AudioFolder(InMemoryDataModule):
         """Every file's path relative to the data folder."""
         root = self.root()
         return [file.relative_to(root).as_posix() for file in self.files]
-
-    def cache_file(self, root: Path, files: list[Path]) -> Path | None:
-        """Where these files' decoded clips are cached: keyed by every file's path, size and
-        modification time and by the clip settings, so any change decodes afresh."""
-        if not self.cache_dir:
-            return None
-        key = hashlib.sha256(
-            f"{CACHE_VERSION} {root.resolve()} {self.settings.sample_rate} {self.settings.num_samples}".encode()
-        )
-        for file in files:
-            stat = file.stat()
-            key.update(f"\n{file.relative_to(root)} {stat.st_size} {stat.st_mtime_ns}".encode())
-        return Path(self.cache_dir).expanduser() / f"{key.hexdigest()[:24]}.pt"
-
-    def decoded(self) -> tuple[list[str], torch.Tensor]:
-        """Relative paths of the usable files and their clips ``[N, num_samples]`` (from the cache when there)."""
-        root, files = self.root(), self.files
-        cache = self.cache_file(root, files)
-        if cache is not None and cache.exists():
-            try:
-                stored = torch.load(cache, weights_only=True)
-                return stored["names"], stored["clips"]
-            except Exception as error:  # a truncated or foreign file: decode again and rewrite it
-                log.warning("ignoring the unreadable audio cache %s (%s); decoding the files again", cache, error)
-        names, clips, skipped, changed = [], [], {}, Counter()
-        for file in files:
-            clip, what = read_clip(file, self.settings.sample_rate, self.settings.num_samples)
-            if clip is None:
-                skipped[str(file.relative_to(root))] = what
-                continue
-            names.append(str(file.relative_to(root).as_posix()))
-            clips.append(clip)
-            changed.update(what.split(" and ") if what else [])
-        for name, why in list(skipped.items())[:10]:
-            log.warning("skipped %s: %s", root / name, why)
-        if skipped:
-            log.warning("skipped %d of %d audio files under %s (see above)", len(skipped), len(files), root)
-        if changed:
-            log.info("%s", ", ".join(f"{what} {count} file(s)" for what, count in sorted(changed.items())))
-        if not clips:
-            raise DataError(f"none of the {len(files)} audio files under {root} could be used (see the warnings above)")
-        stacked = torch.from_numpy(np.stack(clips))
-        if cache is not None:
-            self.store(cache, names, stacked)
-        return names, stacked
-
-    @staticmethod
-    def store(cache: Path, names: list[str], clips: torch.Tensor) -> None:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_suffix(f".{os.getpid()}.partial")  # DDP ranks may write at once
-            torch.save({"names": names, "clips": clips}, partial)
-            partial.replace(cache)
-        except OSError as error:
-            log.warning(
-                "could not cache decoded audio in %s (%s); set data.cache_dir to a writable folder", cache, error
-            )
 
     def assign_splits(self, names: list[str]) -> dict[str, list[int]]:
         """Indices of each split's files: by the path patterns, else by seeded fractions."""
@@ -289,16 +245,16 @@ class AudioFolder(InMemoryDataModule):
         root, files, names = self.root(), self.files, self.names()
         labels, classes = self.labels(names)
         settings = self.settings
-        digest = hashlib.sha256(
-            f"{CACHE_VERSION} {settings} {self.test_files} {self.val_files} {self.label_pattern}".encode()
-        )
+        digest = hashlib.sha256(f"{settings} {self.test_files} {self.val_files} {self.label_pattern}".encode())
+        digest.update(f" {self.augment.offset}".encode())
+        stored_samples = settings.num_samples + self.augment.offset
         digest.update(f"{self.val_fraction} {self.test_fraction}".encode())
         for file, name in zip(files, names):
             stat = file.stat()
             digest.update(f"\n{name} {stat.st_size} {stat.st_mtime_ns}".encode())
 
         def decode(split: str, index: int) -> Example | str:
-            clip, what = read_clip(files[index], settings.sample_rate, settings.num_samples)
+            clip, what = read_clip(files[index], settings.sample_rate, stored_samples)
             if clip is None:
                 return what
             pcm = np.clip(np.round(clip * PCM_SCALE), -PCM_SCALE, PCM_SCALE - 1).astype(np.int16)
@@ -310,7 +266,8 @@ class AudioFolder(InMemoryDataModule):
             features, clips = AudioFeatures(settings), (e["x"] for e in train)
             chunks = iter(lambda: list(islice(clips, FEATURE_CHUNK)), [])
             mean, std = band_statistics(
-                features.mel_db(torch.from_numpy(np.stack(c)).float() / PCM_SCALE) for c in chunks
+                features.mel_db(torch.from_numpy(np.stack(c)[:, : settings.num_samples]).float() / PCM_SCALE)
+                for c in chunks
             )
             return replace(settings, mel_mean=mean.tolist(), mel_std=std.tolist()).spec(classes=tuple(classes))
 
@@ -327,38 +284,45 @@ class AudioFolder(InMemoryDataModule):
 
     @cached_property
     def corpus(self) -> tuple[DataSpec, dict[str, Split]]:
-        """The spec (with the training split's log-mel statistics) and every split's examples."""
-        everything = self.names()
-        names, clips = self.decoded()
-        row = {name: i for i, name in enumerate(names)}
-        labels, classes = self.labels(everything)
-        if labels is not None:  # the usable files' labels, row for row
-            position = {name: i for i, name in enumerate(everything)}
-            labels = labels[[position[name] for name in names]]
-        indices = {  # each split's usable files, as rows of the clips
-            split: [row[everything[i]] for i in index if everything[i] in row]
-            for split, index in self.assign_splits(everything).items()
-        }
-        for split, index in indices.items():
-            if not index:
-                raise DataError(
-                    f"none of the files of the {split} split of {self.path} could be used (see the warnings above)"
-                )
-        settings = self.settings
-        features = clips[:, None]
-        if settings.representation == "logmel":
-            db = torch.cat([AudioFeatures(settings).mel_db(chunk) for chunk in clips.split(FEATURE_CHUNK)])
-            mean, std = band_statistics([db[indices["train"]]])
-            settings = replace(settings, mel_mean=mean.tolist(), mel_std=std.tolist())
-            features = ((db - mean[:, None]) / std[:, None])[:, None]
+        """The spec (with the training split's log-mel statistics) and every split's examples: log-mel
+        features, or the 16-bit clips themselves for ``waveform`` (divided by 32768 per batch)."""
+        recipe = self.recipe()
+        stored = decode_in_memory(recipe, self.cache_dir, self.workers)
+        spec = recipe.finish({"x": clip} for clip in stored["train"]["x"].numpy())
+        features = AudioFeatures(spec.audio)
         splits = {}
-        for split, index in indices.items():
-            splits[split] = {"x": features[index].contiguous()}
-            if labels is not None:
-                splits[split]["y"] = labels[index]
-        sizes = ", ".join(f"{split} {len(index)}" for split, index in indices.items())
-        log.info("%s: %d clips (%s)", self.path, len(names), sizes)
-        return settings.spec(classes=tuple(classes)), splits
+        for split, examples in stored.items():
+            clips = examples["x"]
+            if self.augment.offset:  # cut and turned into features per batch (model_batch)
+                x = clips
+            elif spec.audio.representation == "logmel":
+                x = torch.cat([features.model_input(c.float() / PCM_SCALE) for c in clips.split(FEATURE_CHUNK)])
+            else:
+                x = clips[:, None]
+            splits[split] = {**examples, "x": x}
+        sizes = ", ".join(f"{split} {len(examples['x'])}" for split, examples in splits.items())
+        log.info("%s: %s clips", self.path, sizes)
+        return spec, splits
+
+    @property
+    def scale(self) -> float | None:
+        """Clips are held as 16-bit PCM (waveforms, or clips cut per batch); log-mel features as the
+        model reads them."""
+        held_as_clips = self.settings.representation == "waveform" or self.augment.offset
+        return float(PCM_SCALE) if held_as_clips else None
+
+    @cached_property
+    def features(self) -> AudioFeatures:
+        return AudioFeatures.of(self.spec)
+
+    def model_batch(self, batch: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
+        if self.augment.offset:
+            batch = {**batch, "x": clip_features(self.features, batch["x"], self.augment, generator)}
+        return super().model_batch(batch, generator)
+
+    def prepare_data(self) -> None:
+        """Decode into the cache once per machine (Lightning runs this on one process per node)."""
+        fill_cache(self.recipe(), self.cache_dir, self.workers)
 
     @property
     def spec(self) -> DataSpec:
@@ -371,3 +335,12 @@ class AudioFolder(InMemoryDataModule):
 
     def load_splits(self) -> dict[str, Split]:
         return self.corpus[1]
+
+
+def clip_features(
+    features: AudioFeatures, clips: Tensor, augment: Augment, generator: torch.Generator | None
+) -> Tensor:
+    """Stored clips ``[B, L]`` (in [-1, 1]) longer than a model's clip -> what the model reads: each cut
+    at a random start (with a generator) or at the start, then turned into features where it is."""
+    window = augment.window(clips, features.settings.num_samples, generator)
+    return features.to(window.device).model_input(window)

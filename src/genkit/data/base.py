@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genkit.data.augment import Augment
 from genkit.errors import DataError
 from genkit.registry import registry
 from genkit.spec import DataSpec
@@ -67,6 +68,11 @@ class DataModule(L.LightningDataModule, ABC):
     and optionally ``mask`` and ``y``.
     """
 
+    #: Training-time augmentation (modules with augmentation options set it; off by default).
+    augment = Augment()
+    #: The run's seed (modules that shuffle or augment take it as their first argument).
+    seed = 0
+
     @property
     @abstractmethod
     def spec(self) -> DataSpec: ...
@@ -107,7 +113,22 @@ class DataModule(L.LightningDataModule, ABC):
                 {k: F.pad(t, (0, longest - t.shape[1]), value=fill[k]) if k in fill else t for k, t in b.items()}
                 for b in batches
             ]
-        return {k: torch.cat([b[k] for b in batches])[:limit] for k in batches[0]}
+        return self.model_batch({k: torch.cat([b[k] for b in batches])[:limit] for k in batches[0]}, None)
+
+    def model_batch(self, batch: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
+        """A loaded batch as the model reads it: augmented when a generator is given (training batches,
+        with augmentation on), and whatever a module computes per batch where the batch is."""
+        if generator is not None and (self.augment.flip or self.augment.crop):
+            batch = {**batch, "x": self.augment.images(batch["x"], generator)}
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        trainer = self.trainer
+        generator = None
+        if self.augment.active and trainer is not None and trainer.training:
+            place = (self.seed, trainer.current_epoch, batches_trained(trainer))
+            generator = Augment.generator(*place, device=batch["x"].device)
+        return self.model_batch(batch, generator)
 
 
 class TensorBatches:
@@ -120,6 +141,9 @@ class TensorBatches:
     Resumable mid-epoch (Lightning's ``state_dict``/``load_state_dict`` loader protocol):
     the state is the epoch and the number of its batches training has completed
     (``progress``), and a restored loader skips those in that epoch.
+
+    With ``scale``, ``x`` is held as stored (8-bit pixels, 16-bit PCM) and each batch's ``x`` is
+    divided by it: what the model reads, computed per batch where the tensors are.
     """
 
     def __init__(
@@ -134,8 +158,10 @@ class TensorBatches:
         world_size: int = 1,
         equal_shards: bool = False,
         progress: Callable[[], int] = lambda: 0,
+        scale: float | None = None,
     ) -> None:
         self.tensors = tensors
+        self.scale = scale
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -171,7 +197,7 @@ class TensorBatches:
             order = torch.randperm(total, generator=generator)
         elif self.world_size == 1:
             for start in range(skip, total, self.batch_size):  # contiguous views, no copy
-                yield {k: t[start : start + self.batch_size] for k, t in self.tensors.items()}
+                yield self.scaled({k: t[start : start + self.batch_size] for k, t in self.tensors.items()})
             return
         else:
             order = torch.arange(total)
@@ -180,7 +206,15 @@ class TensorBatches:
         order = order.to(device)
         for start in range(skip, self.n, self.batch_size):
             index = order[start : start + self.batch_size]
-            yield {k: t.index_select(0, index) for k, t in self.tensors.items()}
+            yield self.scaled({k: t.index_select(0, index) for k, t in self.tensors.items()})
+
+    def scaled(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return scaled(batch, self.scale)
+
+
+def scaled(batch: dict[str, Tensor], scale: float | None) -> dict[str, Tensor]:
+    """``batch`` with ``x`` divided by ``scale``: stored values (8-bit pixels) -> what the model reads."""
+    return batch if scale is None else {**batch, "x": batch["x"].float() / scale}
 
 
 class SequenceBatches(TensorBatches):
@@ -229,40 +263,6 @@ def padding_id(spec: DataSpec) -> int | None:
     return spec.vocabulary.pad if spec.vocabulary is not None else 0
 
 
-def report_skipped(recipe: Recipe, skipped: list[str], total: int) -> None:
-    """Warn about the items skipped as unusable (naming the first ten); refuse when nothing is left."""
-    if skipped:
-        shown = ", ".join(skipped[:10]) + (", ..." if len(skipped) > 10 else "")
-        log.warning("skipped %d unusable item(s) of %s: %s", len(skipped), recipe.source, shown)
-    if len(skipped) == total:
-        raise DataError(f"none of the {total} items of {recipe.source} could be used (see the warning above)")
-
-
-def decode_in_memory(recipe: Recipe) -> dict[str, Split]:
-    """Every split of a recipe decoded into tensors (``x`` divided by the recipe's scale); unusable
-    items are skipped and named."""
-    splits, skipped = {}, []
-    for name, items in recipe.items.items():
-        examples = []
-        for item in items:
-            example = recipe.decode(name, item)
-            if isinstance(example, str):
-                skipped.append(f"{recipe.describe(item)} ({example})")
-            else:
-                examples.append(example)
-        split = {key: torch.from_numpy(np.stack([e[key] for e in examples])) for key in examples[0]} if examples else {}
-        if "x" in split and recipe.scale is not None:
-            split["x"] = split["x"].float() / recipe.scale
-        if "y" in split:
-            split["y"] = split["y"].long()
-        splits[name] = split
-    report_skipped(recipe, skipped, sum(len(items) for items in recipe.items.values()))
-    for name, split in splits.items():
-        if not split:
-            raise DataError(f"the {name} split of {recipe.source} has no usable examples (see the warning above)")
-    return splits
-
-
 def array_example(x: np.ndarray, y: np.ndarray, index: int) -> Example:
     return {"x": x[index], "y": int(y[index])}
 
@@ -308,7 +308,9 @@ class InMemoryDataModule(DataModule):
     sliced straight from the tensors, kept on the accelerator when they fit.
 
     Subclasses implement ``load_splits`` and ``spec``; ``prepare_splits`` may transform the
-    loaded tensors once (binarisation, filtering), ``batches`` chooses the loader class.
+    loaded tensors once (binarisation, filtering), ``batches`` chooses the loader class. A subclass
+    whose ``x`` is loaded as stored (8-bit pixels, 16-bit PCM) sets ``scale``: it holds a quarter
+    (a half) of the memory, and each batch is divided by it.
 
     Args:
         seed: the run's seed (wired by genkit): shuffling and any randomness of the data.
@@ -330,6 +332,9 @@ class InMemoryDataModule(DataModule):
         self.on_device = on_device
         self.splits: dict[str, Split] = {}
 
+    #: Loaded ``x`` divided by it is what the model reads (255 for 8-bit pixels); None: ``x`` as loaded.
+    scale: float | None = None
+
     @abstractmethod
     def load_splits(self) -> dict[str, Split]:
         """Read the data: ``{"train"|"val"|"test": {"x": [N, *event_shape], ...}}``."""
@@ -341,6 +346,7 @@ class InMemoryDataModule(DataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
+        self.augment.check(self.spec)
         splits = self.prepare_splits(self.load_splits())
         device = self._resident_device(splits)
         self.splits = {name: {k: t.to(device) for k, t in split.items()} for name, split in splits.items()}
@@ -355,11 +361,13 @@ class InMemoryDataModule(DataModule):
 
     def examples(self, split: str, limit: int | None = None) -> Split:
         self.setup()
-        return {k: t[:limit].cpu() for k, t in self.splits[split].items()}
+        return self.model_batch(scaled({k: t[:limit].cpu() for k, t in self.splits[split].items()}, self.scale), None)
 
     def batches(self, split: str, batch_size: int, train: bool, **options: Any) -> TensorBatches:
         """The loader over one split (``options``: the trainer-derived arguments of ``TensorBatches``)."""
-        return TensorBatches(self.splits[split], batch_size, shuffle=train, equal_shards=train, **options)
+        return TensorBatches(
+            self.splits[split], batch_size, shuffle=train, equal_shards=train, scale=self.scale, **options
+        )
 
     def _batches(self, split: str, batch_size: int, train: bool) -> TensorBatches:
         trainer = self.trainer
@@ -411,6 +419,8 @@ class ArrayDataModule(InMemoryDataModule):
             host-to-device copy happens per step.
         exclude_labels: labels left out of training and validation but kept in the test
             split, e.g. [7] to train without sevens and detect them as anomalies.
+        flip: training images mirrored left to right at random (seeded; see ``Augment``).
+        crop: training images shifted by up to this many pixels each way at random (pad and crop).
     """
 
     def __init__(
@@ -422,12 +432,15 @@ class ArrayDataModule(InMemoryDataModule):
         binarize: str = "none",
         on_device: bool = True,
         exclude_labels: tuple[int, ...] = (),
+        flip: bool = False,
+        crop: int = 0,
     ) -> None:
         super().__init__(seed, batch_size=batch_size, eval_batch_size=eval_batch_size, on_device=on_device)
         if binarize not in ("none", "dynamic", "static"):
             raise ValueError(f"data.binarize must be none, dynamic or static, got {binarize!r}")
         self.binarize = binarize
         self.exclude_labels = list(exclude_labels)
+        self.augment = Augment(flip=flip, crop=crop)
 
     #: The stored value of a full pixel: ``x`` is a multiple of ``1 / levels`` (prepared as 8-bit levels).
     levels = 255
@@ -461,10 +474,17 @@ class ArrayDataModule(InMemoryDataModule):
             generator = torch.Generator().manual_seed(self.seed)
             for name, split in splits.items():
                 if self.binarize == "static" or name != "train":
-                    split["x"] = torch.bernoulli(split["x"], generator=generator)
+                    split["x"] = self.binarized(split["x"], generator)
         return splits
 
+    def binarized(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Bernoulli draws of the pixels' values, held as ``x`` is (0 or a full pixel)."""
+        if self.scale is None:
+            return torch.bernoulli(x, generator=generator)
+        return (torch.bernoulli(x.float() / self.scale, generator=generator) * self.scale).to(x.dtype)
+
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
         if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
             batch = {**batch, "x": torch.bernoulli(batch["x"])}
         return batch

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genkit.data.base import SPLIT_SEED, ArrayDataModule, Example, Recipe, Split, decode_in_memory
+from genkit.data.base import SPLIT_SEED, ArrayDataModule, Example, Recipe, Split
+from genkit.data.decoding import decode_in_memory, fill_cache
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
 from genkit.spec import DataSpec
@@ -102,6 +103,8 @@ class FileImages(ArrayDataModule):
         binarize: str = "none",
         on_device: bool = True,
         exclude_labels: tuple[int, ...] = (),
+        flip: bool = False,
+        crop: int = 0,
     ) -> None:
         super().__init__(
             seed,
@@ -110,6 +113,8 @@ class FileImages(ArrayDataModule):
             binarize=binarize,
             on_device=on_device,
             exclude_labels=exclude_labels,
+            flip=flip,
+            crop=crop,
         )
         self.root = Path(root).expanduser()
         self.download = download
@@ -233,13 +238,22 @@ class ImageFolder(ArrayDataModule):
     Images in first-level sub-folders get those folders' names as labels
     (torchvision's ImageFolder convention). Unreadable files are skipped and counted.
 
+    The images are decoded by worker processes and held as 8-bit pixels (each batch is divided by
+    255 where it is); the decoded pixels are cached on disk, keyed by the files' paths, sizes and
+    modification times and the settings, so a second start on an unchanged folder decodes nothing.
+    A folder too large to hold in memory is refused with the way to prepare it (``genkit prepare``).
+
     Args:
         path: the folder.
         size: output height and width in pixels.
         channels: 1 (greyscale) or 3 (RGB).
         val_fraction: share of images held out for validation (fixed seeded split).
         test_fraction: share of images held out for testing.
+        cache_dir: where decoded images are cached (empty: no cache).
+        workers: processes decoding the images (0: one per core).
     """
+
+    scale = 255.0
 
     def __init__(
         self,
@@ -250,11 +264,15 @@ class ImageFolder(ArrayDataModule):
         channels: int = 3,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
+        cache_dir: str = "~/.cache/genkit/data",
+        workers: int = 0,
         batch_size: int = 128,
         eval_batch_size: int = 0,
         binarize: str = "none",
         on_device: bool = True,
         exclude_labels: tuple[int, ...] = (),
+        flip: bool = False,
+        crop: int = 0,
     ) -> None:
         super().__init__(
             seed,
@@ -263,14 +281,20 @@ class ImageFolder(ArrayDataModule):
             binarize=binarize,
             on_device=on_device,
             exclude_labels=exclude_labels,
+            flip=flip,
+            crop=crop,
         )
         if channels not in (1, 3):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
+        if workers < 0:
+            raise ValueError(f"data.workers must be 0 (one per core) or more, got {workers}")
         self.path = Path(path).expanduser() if path else None
         self.size = size
         self.channels = channels
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.cache_dir = cache_dir
+        self.workers = workers
         self.class_names: list[str] = []
 
     @property
@@ -309,8 +333,13 @@ class ImageFolder(ArrayDataModule):
             describe=lambda item: str(item[0].relative_to(self.path)),
         )
 
+    def prepare_data(self) -> None:
+        """Decode into the cache once per machine (Lightning runs this on one process per node, before
+        every process's ``setup`` reads the cache)."""
+        fill_cache(self.recipe(), self.cache_dir, self.workers)
+
     def load_splits(self) -> dict[str, Split]:
-        return decode_in_memory(self.recipe())
+        return decode_in_memory(self.recipe(), self.cache_dir, self.workers)
 
 
 def fit_image(split: str, item: tuple[Path, int], size: int, mode: str) -> Example | str:

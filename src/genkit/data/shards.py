@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import shutil
 import sys
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -33,7 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genkit.data.base import DataModule, Recipe, batches_trained, padding_id, report_skipped
+from genkit.data.augment import Augment
+from genkit.data.base import DataModule, Recipe, batches_trained, padding_id, scaled
+from genkit.data.decoding import Progress, report_skipped
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
 from genkit.spec import AudioSettings, DataSpec
@@ -140,7 +141,7 @@ def prepare(recipe: Recipe, out: str, workers: int = 0, overwrite: bool = False)
     total = sum(len(items) for items in recipe.items.values())
     log.info("preparing %s: %d items, %d worker process(es), into %s", recipe.source, total, workers, folder)
     done = multiprocessing.get_context("fork").Value("q", 0)
-    with Progress(done, total):
+    with Progress(done, total, "prepare"):
         for split, items in recipe.items.items():
             write_split(recipe, split, items, folder, workers, done)
     skipped = [line for file in sorted((folder / SKIPPED).glob("*")) for line in file.read_text().splitlines()]
@@ -212,37 +213,6 @@ def write_split(recipe: Recipe, split: str, items: Sequence[Any], folder: Path, 
         ) from None
 
 
-class Progress:
-    """A progress bar with an ETA over all splits, fed by the workers' shared counter; one line per
-    minute instead when the output is not a terminal."""
-
-    def __init__(self, done: Any, total: int) -> None:
-        self.done, self.total = done, total
-        self.finished = threading.Event()
-
-    def __enter__(self) -> Progress:
-        self.thread = threading.Thread(target=self.show, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.finished.set()
-        self.thread.join()
-
-    def show(self) -> None:
-        from tqdm import tqdm
-
-        interactive = sys.stderr.isatty()
-        with tqdm(total=self.total, unit="item", desc="prepare", disable=not interactive) as bar:
-            waited = 0.0
-            while not self.finished.wait(0.5):
-                bar.update(self.done.value - bar.n)
-                waited += 0.5
-                if not interactive and waited % 60 == 0:
-                    log.info("prepared %d of %d items", self.done.value, self.total)
-            bar.update(self.done.value - bar.n)
-
-
 @cache
 def resumable_loader_class() -> type:
     """litdata's ``StreamingDataLoader`` made to resume exactly under Lightning (``trainer`` set): its
@@ -286,9 +256,9 @@ def resumable_loader_class() -> type:
 
 class Collate:
     """Stored examples -> a batch as the model sees it: ``x`` divided by the scale (8-bit images to
-    [0, 1], 16-bit PCM to [-1, 1)), audio features computed from the clips, labels as int64, and
-    sequences (``pad`` given) padded to the batch's longest with their ``mask``. Runs in the
-    loader's worker processes."""
+    [0, 1], 16-bit PCM to [-1, 1)), audio features computed from the clips (unless they were prepared
+    longer, to be cut per batch: ``Shards.model_batch``), labels as int64, and sequences (``pad``
+    given) padded to the batch's longest with their ``mask``. Runs in the loader's worker processes."""
 
     def __init__(self, scale: float | None, pad: int | None = None, audio: AudioSettings | None = None) -> None:
         self.scale, self.pad, self.audio = scale, pad, audio
@@ -308,9 +278,8 @@ class Collate:
             batch = {"x": x, "mask": torch.arange(x.shape[1])[None, :] < lengths[:, None]}
         else:
             batch = {"x": torch.from_numpy(np.stack([np.asarray(e["x"]) for e in examples]))}
-        if self.scale is not None:
-            batch["x"] = batch["x"].float() / self.scale
-        if self.audio is not None:
+        batch = scaled(batch, self.scale)
+        if self.audio is not None and batch["x"].shape[1] == self.audio.num_samples:
             batch["x"] = self.features.model_input(batch["x"])
         if "y" in examples[0]:
             batch["y"] = torch.tensor([int(e["y"]) for e in examples])
@@ -343,7 +312,10 @@ class Shards(DataModule):
             instead of stopping.
         cache_dir: where chunks of a remote data set are kept while streaming (empty: litdata's default).
         max_cache_size: the most disk that cache may take, e.g. ``50GB``.
-        seed: the run's seed (wired by genkit): shuffling.
+        flip, crop: training images mirrored, and shifted by up to ``crop`` pixels, at random (``Augment``).
+        offset: seconds by which training clips start later at random, up to the ``data.offset`` the
+            audio was prepared with (0: cut at the start, as evaluation does).
+        seed: the run's seed (wired by genkit): shuffling and augmentation.
     """
 
     def __init__(
@@ -357,6 +329,9 @@ class Shards(DataModule):
         skip_corrupt: bool = False,
         cache_dir: str = "",
         max_cache_size: str = "50GB",
+        flip: bool = False,
+        crop: int = 0,
+        offset: float = 0.0,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -380,6 +355,11 @@ class Shards(DataModule):
                 "did not finish); run genkit prepare with out= that folder"
             )
         self.manifest = manifest
+        rate = self.spec.audio.sample_rate if self.spec.audio is not None else 0
+        self.augment = Augment(flip=flip, crop=crop, offset=round(offset * rate))
+        self.augment.check(self.spec)
+        if offset and self.spec.audio is None:
+            raise ValueError(f"data.offset moves audio clips; {self.path} holds {self.spec.modality}")
         quiet_streaming()
         self.inputs: dict[str, str] = {}
 
@@ -475,6 +455,27 @@ class Shards(DataModule):
         )
         loader.trainer = self.trainer if train else None
         return loader
+
+    @cached_property
+    def features(self) -> Any:
+        from genkit.audio import AudioFeatures
+
+        return AudioFeatures.of(self.spec)
+
+    def model_batch(self, batch: dict[str, Tensor], generator: torch.Generator | None) -> dict[str, Tensor]:
+        """Clips prepared longer than a model's clip (``data.offset`` of audio_folder) are cut here."""
+        audio, x = self.spec.audio, batch["x"]
+        if audio is not None and x.dim() == 2 and x.shape[1] > audio.num_samples:
+            from genkit.data.audio import clip_features
+
+            if self.augment.offset > x.shape[1] - audio.num_samples:
+                prepared = (x.shape[1] - audio.num_samples) / audio.sample_rate
+                raise DataError(
+                    f"data.offset={self.augment.offset / audio.sample_rate:g} s is more than the {prepared:g} s "
+                    f"the clips of {self.path} were prepared with; lower it, or prepare them with a larger data.offset"
+                )
+            batch = {**batch, "x": clip_features(self.features, x, self.augment, generator)}
+        return super().model_batch(batch, generator)
 
     def ordered_batches(self, split: str) -> Any:
         """Read in one process: several loader workers interleave their batches, and the tools should

@@ -4,6 +4,7 @@ configuration may continue it (``genkit.cli.train`` rebuilds the command line it
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from dataclasses import dataclass
@@ -13,8 +14,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from genkit.checkpoint import read_checkpoint, upgrade_config
-from genkit.errors import CheckpointError, ResumeError
-from genkit.registry import KINDS
+from genkit.errors import CheckpointError, ResumeError, UnknownPartError
+from genkit.registry import KINDS, registry
 from genkit.spec import DataSpec
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 #: Top-level config keys that define the model, its data or its optimisation: a resumed run
 #: must keep them, or the checkpoint's weights and optimiser state would not fit.
 FROZEN_KEYS = (*KINDS, "optim", "scheduler", "seed", "plugins")
+#: Options under them that change where or how fast data is decoded, never what is trained on.
+FREE_KEYS = frozenset({"data.cache_dir", "data.workers"})
 
 
 @dataclass
@@ -70,7 +73,8 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def frozen_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``["model.latent_dim: 4 -> 8", ...]``: changes under ``FROZEN_KEYS`` between two run configs."""
+    """``["model.latent_dim: 4 -> 8", ...]``: changes under ``FROZEN_KEYS`` (but ``FREE_KEYS``) between two
+    run configs."""
     old = flatten({k: stored.get(k) for k in FROZEN_KEYS})
     new = flatten({k: current.get(k) for k in FROZEN_KEYS})
     missing = object()
@@ -78,7 +82,27 @@ def frozen_changes(stored: dict[str, Any], current: dict[str, Any]) -> list[str]
         f"{key}: {old.get(key, '(unset)')!r} -> {new.get(key, '(unset)')!r}"
         for key in sorted(old.keys() | new.keys())
         if old.get(key, missing) != new.get(key, missing)
+        and key not in FREE_KEYS
+        and not (key not in old and added_at_default(key, new[key], current))
     ]
+
+
+def added_at_default(key: str, value: Any, config: dict[str, Any]) -> bool:
+    """Whether ``key`` (which a stored run's config lacks) is an option of the registered class its
+    group builds, at that option's default: one added to genkit since, leaving what is trained as it was."""
+    kind, _, name = key.partition(".")
+    node = config.get(kind)
+    if kind not in KINDS or "." in name or not isinstance(node, dict) or "_target_" not in node:
+        return False
+    try:
+        cls = registry(kind).by_target(node["_target_"]).cls
+    except UnknownPartError:
+        return False
+    parameter = inspect.signature(cls).parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        return False
+    default = list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+    return default == value
 
 
 def comparable(config: dict[str, Any]) -> dict[str, Any]:
