@@ -165,6 +165,35 @@ def test_a_folder_too_large_to_hold_in_memory_points_at_genkit_prepare(tmp_path,
         ImageFolder(path=str(tmp_path / "images"), size=16, cache_dir="").setup()
 
 
+def test_images_decode_as_pil_gives_them_and_16_bit_pngs_keep_their_levels(tmp_path: Path):
+    from PIL import ImageOps
+
+    from genkit.data.images import fit_image
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).resize((60, 60))
+    for name, image in {
+        "rgb.jpg": photo,
+        "cmyk.jpg": photo.convert("CMYK"),
+        "rgba.png": photo.convert("RGBA"),
+        "palette.png": photo.convert("P"),
+        "grey.png": photo.convert("L"),
+        "wide.jpg": photo.resize((80, 60)),
+    }.items():
+        image.save(tmp_path / name)
+        for size, mode in ((16, "RGB"), (16, "L"), (60, "RGB"), (60, "L")):
+            with Image.open(tmp_path / name) as pil:
+                expected = np.asarray(ImageOps.fit(pil.convert(mode), (size, size))).reshape(size, size, -1)
+            assert np.array_equal(
+                fit_image("train", (tmp_path / name, 0), size, mode)["x"], expected.transpose(2, 0, 1)
+            )
+
+    gradient = np.linspace(0, 65535, 32 * 32).round().astype(np.uint16).reshape(32, 32)
+    Image.fromarray(gradient).save(tmp_path / "deep.png")  # 16 bits per pixel
+    x = fit_image("train", (tmp_path / "deep.png", 0), 32, "L")["x"][0]
+    assert np.abs(x.astype(int) - np.round(gradient / 257)).max() == 0 and (x == 255).mean() < 0.01
+
+
 def test_image_folder_without_images_says_so(tmp_path: Path):
     with pytest.raises(DataError, match="no images"):
         ImageFolder(path=str(tmp_path)).setup()

@@ -50,6 +50,11 @@ FORMAT = 1
 #: shuffle window of a few chunks per loader worker stays well under a gigabyte.
 CHUNK_BYTES = "64MB"
 SPLIT_NAMES = ("train", "val", "test")
+#: zstd at level 1: several times faster to write than litdata's default (4) for a few percent more disk;
+#: reading is as fast either way.
+COMPRESSION = "zstd:1"
+#: The most items a preparing worker decodes per input it takes from litdata.
+BLOCK_ITEMS = 256
 
 
 @dataclass(frozen=True)
@@ -183,24 +188,30 @@ def write_split(recipe: Recipe, split: str, items: Sequence[Any], folder: Path, 
     skipped = folder / SKIPPED
     skipped.mkdir(exist_ok=True)
 
-    def decode(index: int) -> Iterator[dict[str, Any]]:  # a generator: yielding nothing skips the item
-        example = recipe.decode(split, items[index])
-        with done.get_lock():
-            done.value += 1
-        if isinstance(example, str):
-            with open(skipped / f"{split}-{os.getpid()}", "a") as names:
-                names.write(f"{recipe.describe(items[index])} ({example})\n")
-            return
-        yield example
+    def decode(block: tuple[int, int]) -> Iterator[dict[str, Any]]:  # yields the block's usable examples
+        for index in range(*block):
+            example = recipe.decode(split, items[index])
+            with done.get_lock():
+                done.value += 1
+            if isinstance(example, str):
+                with open(skipped / f"{split}-{os.getpid()}", "a") as names:
+                    names.write(f"{recipe.describe(items[index])} ({example})\n")
+                continue
+            yield example
 
+    # Blocks of items, not items, are litdata's inputs: it hands each input to a worker through a queue,
+    # which would cost more than decoding a small image. Ranges of indices are never taken for files.
+    workers = max(1, min(workers, len(items)))
+    size = max(1, min(BLOCK_ITEMS, -(-len(items) // (4 * workers))))
+    blocks = [(start, min(start + size, len(items))) for start in range(0, len(items), size)]
     try:
         optimize(
             decode,
-            list(range(len(items))),  # indices, so litdata never takes our items for files to fetch
+            blocks,
             str(folder / split),
             chunk_bytes=CHUNK_BYTES,
-            compression="zstd",
-            num_workers=max(1, min(workers, len(items))),
+            compression=COMPRESSION,
+            num_workers=min(workers, len(blocks)),
             keep_data_ordered=True,  # the split's order is the items' order: the same as in memory
             reorder_files=False,
             start_method="fork",
