@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import multiprocessing
 import os
 import sys
@@ -132,35 +133,72 @@ def write_cache(cache: Path, stored: dict[str, Any]) -> None:
         log.warning("could not cache decoded data in %s (%s); set data.cache_dir to a writable folder", cache, error)
 
 
-#: The recipe forked decoding workers read (a recipe's decode is a closure, which cannot be pickled).
-_decoding: Recipe | None = None
+#: What forked decoding workers read and write: the recipe (its decode is a closure, which cannot be
+#: pickled) and the shared arrays the examples go into.
+_decoding: tuple[Recipe, dict[str, dict[str, np.ndarray]]] | None = None
 
 
-def _decode(task: tuple[str, int]) -> Example | str:
-    split, index = task
-    return _decoding.decode(split, _decoding.items[split][index])
+def _decode_block(block: tuple[str, int, int]) -> tuple[int, list[tuple[str, int, str]]]:
+    """Decode items ``start:stop`` of a split into their rows of the shared arrays; returns how many
+    were decoded and the unusable ones (split, index, why)."""
+    split, start, stop = block
+    recipe, arrays = _decoding
+    unusable = []
+    for index in range(start, stop):
+        example = recipe.decode(split, recipe.items[split][index])
+        if isinstance(example, str):
+            unusable.append((split, index, example))
+            continue
+        for key, array in arrays[split].items():
+            array[index] = example[key]
+    return stop - start, unusable
 
 
 def decode_all(recipe: Recipe, workers: int) -> dict[str, Any]:
-    """Every item decoded, in order, each split's examples written into one preallocated array (so the
-    peak memory is the stored data set, not a list of examples and a stacked copy)."""
+    """Every item decoded, in order, by ``workers`` forked processes that write each example straight
+    into its row of arrays shared with this process (nothing decoded is copied between processes, and
+    the peak memory is the stored data set); unusable items' rows are dropped at the end."""
     global _decoding
     workers = workers or os.cpu_count() or 1
     total = sum(len(items) for items in recipe.items.values())
-    tasks = [(split, index) for split, items in recipe.items.items() for index in range(len(items))]
     log.info("decoding %s: %d items, %d worker process(es)", recipe.source, total, workers)
-    done = Tally()
-    _decoding = recipe
+    arrays = allocate(recipe, first_example(recipe), total)
+    size = max(1, min(BLOCK_ITEMS, total // (8 * workers)))
+    blocks = [
+        (split, start, min(start + size, len(items)))
+        for split, items in recipe.items.items()
+        for start in range(0, len(items), size)
+    ]
+    done, unusable = Tally(), []
+    _decoding = recipe, arrays
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and sys.platform != "win32" else None
     try:
         with Progress(done, total, "decode"):
-            chunk = max(1, min(64, total // (8 * workers)))
-            results = pool.imap(_decode, tasks, chunksize=chunk) if pool is not None else map(_decode, tasks)
-            return collect(recipe, tasks, results, done)
+            results = pool.imap(_decode_block, blocks) if pool is not None else map(_decode_block, blocks)
+            for count, bad in results:
+                done.value += count
+                unusable += bad
     finally:
         _decoding = None
         if pool is not None:
             pool.terminate()
+    order = {split: position for position, split in enumerate(recipe.items)}
+    unusable.sort(key=lambda bad: (order[bad[0]], bad[1]))
+    skipped = [f"{recipe.describe(recipe.items[split][index])} ({why})" for split, index, why in unusable]
+    splits = {}
+    for split, split_arrays in arrays.items():
+        keep = np.ones(len(recipe.items[split]), dtype=bool)
+        keep[[index for name, index, _ in unusable if name == split]] = False
+        kept = {
+            key: array[keep] if len(array) == len(keep) and not keep.all() else array
+            for key, array in split_arrays.items()
+        }
+        splits[split] = {key: torch.from_numpy(array) for key, array in kept.items()}
+    return {"splits": splits, "skipped": skipped}
+
+
+#: The most items a decoding worker takes at once.
+BLOCK_ITEMS = 256
 
 
 class Tally:
@@ -169,35 +207,21 @@ class Tally:
     value = 0
 
 
-def collect(recipe: Recipe, tasks: list[tuple[str, int]], results: Any, done: Tally) -> dict[str, Any]:
-    """The decoded examples of every split in stored tensors, and the skipped items named."""
-    arrays: dict[str, dict[str, np.ndarray]] = {}
-    kept: dict[str, list[int]] = {split: [] for split in recipe.items}
-    skipped: list[str] = []
-    total = len(tasks)
-    for (split, index), example in zip(tasks, results):
-        done.value += 1
-        if isinstance(example, str):
-            skipped.append(f"{recipe.describe(recipe.items[split][index])} ({example})")
-            continue
-        if split not in arrays:
-            arrays[split] = allocate(recipe, split, example, total)
-        for key, array in arrays[split].items():
-            array[len(kept[split])] = example[key]
-        kept[split].append(index)
-    splits = {}
-    for split in recipe.items:
-        count, split_arrays = len(kept[split]), arrays.get(split, {"x": np.zeros((0,))})
-        trimmed = {key: array if len(array) == count else array[:count].copy() for key, array in split_arrays.items()}
-        splits[split] = {key: torch.from_numpy(array) for key, array in trimmed.items()}
-        if "y" in splits[split]:
-            splits[split]["y"] = splits[split]["y"].long()
-    return {"splits": splits, "skipped": skipped}
+def first_example(recipe: Recipe) -> Example | None:
+    """The first usable example, decoded here: the shape and type of every stored example (None: none is usable)."""
+    for split, items in recipe.items.items():
+        for item in items:
+            example = recipe.decode(split, item)
+            if not isinstance(example, str):
+                return example
+    return None
 
 
-def allocate(recipe: Recipe, split: str, example: Example, total: int) -> dict[str, np.ndarray]:
-    """The arrays one split's examples go into, shaped by its first; refused when the whole data set
-    would not fit the in-memory path's share of RAM."""
+def allocate(recipe: Recipe, example: Example | None, total: int) -> dict[str, dict[str, np.ndarray]]:
+    """Each split's arrays, shaped like ``example``, in memory shared with processes forked later;
+    refused when the whole data set would not fit the in-memory path's share of RAM."""
+    if example is None:
+        return {split: {"x": np.zeros((0,))} for split in recipe.items}
     x = np.asarray(example["x"])
     budget = memory_budget()
     if budget is not None and x.nbytes * total > budget:
@@ -207,8 +231,16 @@ def allocate(recipe: Recipe, split: str, example: Example, total: int) -> dict[s
             "this machine's RAM). Prepare it once with `genkit prepare` (the same data options, out=SHARDS) and "
             "train from the shards with data=shards data.path=SHARDS: memory use then does not grow with the data set"
         )
-    size = len(recipe.items[split])
-    arrays = {"x": np.empty((size, *x.shape), dtype=x.dtype)}
-    if "y" in example:
-        arrays["y"] = np.empty(size, dtype=np.int64)
+    arrays = {}
+    for split, items in recipe.items.items():
+        arrays[split] = {"x": shared_array((len(items), *x.shape), x.dtype)}
+        if "y" in example:
+            arrays[split]["y"] = shared_array((len(items),), np.dtype(np.int64))
     return arrays
+
+
+def shared_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An array in anonymous shared memory: what a process forked afterwards writes into it, this one sees."""
+    count = int(np.prod(shape))
+    buffer = mmap.mmap(-1, max(1, count * dtype.itemsize))
+    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)

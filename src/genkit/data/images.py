@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
-from functools import partial
+import os
+import stat
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -301,27 +303,39 @@ class ImageFolder(ArrayDataModule):
     def spec(self) -> DataSpec:
         return DataSpec("image", (self.channels, self.size, self.size), self.support())
 
-    def files(self) -> list[Path]:
+    def scan(self) -> list[tuple[str, os.stat_result]]:
+        """Every image under the folder (recursively, symlinked files followed, symlinked folders not):
+        its path relative to the folder and its stat, in path order (by folder, then name)."""
         if self.path is None:
             raise DataNotFoundError("data.path is not set: give a folder of images (data.path=DIR)")
         if not self.path.is_dir():
             raise DataNotFoundError(f"image folder {self.path} does not exist; set data.path=DIR to a folder of images")
-        files = sorted(p for p in self.path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
+        found = []
+        for directory, _, names in os.walk(self.path):
+            below = os.path.relpath(directory, self.path)
+            for name in names:
+                if os.path.splitext(name)[1].lower() not in IMAGE_SUFFIXES:
+                    continue
+                try:
+                    status = os.stat(os.path.join(directory, name))
+                except OSError:  # a dangling link
+                    continue
+                if stat.S_ISREG(status.st_mode):
+                    found.append((name if below == "." else f"{below}/{name}", status))
+        if not found:
             raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {self.path}")
-        return files
+        return sorted(found, key=lambda entry: entry[0].split("/"))
 
     def recipe(self) -> Recipe:
         """Files split by the seeded fractions before decoding; each decoded in a worker process."""
-        files = self.files()
-        labelled = all(p.parent != self.path for p in files)
-        self.class_names = sorted({p.relative_to(self.path).parts[0] for p in files}) if labelled else []
+        scanned = self.scan()
+        labelled = all("/" in name for name, _ in scanned)
+        self.class_names = sorted({name.split("/")[0] for name, _ in scanned}) if labelled else []
         label = {name: i for i, name in enumerate(self.class_names)}
-        items = [(file, label[file.relative_to(self.path).parts[0]] if labelled else 0) for file in files]
+        items = [(self.path / name, label[name.split("/")[0]] if labelled else 0) for name, _ in scanned]
         digest = hashlib.sha256(f"{self.size} {self.channels} {self.val_fraction} {self.test_fraction}".encode())
-        for file in files:
-            stat = file.stat()
-            digest.update(f"\n{file.relative_to(self.path)} {stat.st_size} {stat.st_mtime_ns}".encode())
+        for name, status in scanned:
+            digest.update(f"\n{name} {status.st_size} {status.st_mtime_ns}".encode())
         indices = split_indices(len(items), self.val_fraction, self.test_fraction)
         return Recipe(
             source=f"image_folder {self.path.resolve()}",
@@ -333,13 +347,18 @@ class ImageFolder(ArrayDataModule):
             describe=lambda item: str(item[0].relative_to(self.path)),
         )
 
+    @cached_property
+    def decoding(self) -> Recipe:
+        """This run's recipe: the folder scanned once for the cache and the splits."""
+        return self.recipe()
+
     def prepare_data(self) -> None:
         """Decode into the cache once per machine (Lightning runs this on one process per node, before
         every process's ``setup`` reads the cache)."""
-        fill_cache(self.recipe(), self.cache_dir, self.workers)
+        fill_cache(self.decoding, self.cache_dir, self.workers)
 
     def load_splits(self) -> dict[str, Split]:
-        return decode_in_memory(self.recipe(), self.cache_dir, self.workers)
+        return decode_in_memory(self.decoding, self.cache_dir, self.workers)
 
 
 #: Formats decoded by torchvision (libjpeg-turbo, libpng in C++: about three times PIL's speed on small
