@@ -19,6 +19,8 @@ from genkit.data.images import Digits
 def test_default_run_trains_summarises_checkpoints_and_logs_offline(trained):
     out, log = trained.folder, trained.log
     assert "final metrics" in log and "-ELBO" in log and "no API key found, logging offline" in log
+    for noise in ("anonymous setting", "LeafSpec", "smaller than the logging interval", "Tip: For seamless"):
+        assert noise not in log, f"a dependency's message the user cannot act on reached the console: {noise}"
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     for split in ("train", "val", "test"):
         for name in ("nelbo", "rec", "kl", "bpd"):

@@ -93,15 +93,38 @@ def skip_nvml_probe_without_gpu() -> None:
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
 
+def quiet_dependencies() -> None:
+    """Keep off the console what dependencies print that a genkit user cannot act on, each message
+    silenced narrowly, by its text and where it comes from; genkit's own warnings stay."""
+    # genkit logs epoch values it has already reduced exactly over all ranks (VAE.log_epoch),
+    # so Lightning's advice to add sync_dist=True does not apply.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    # Lightning's own use of a torch pytree API that torch deprecated: for Lightning to change.
+    warnings.filterwarnings(
+        "ignore", message=r".*isinstance\(treespec, LeafSpec\)", module=r"lightning\.pytorch\.utilities\._pytree"
+    )
+    # genkit's metrics are per epoch; the per-step logging interval only thins train/loss_step, which
+    # an epoch shorter than the interval need not have.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"The number of training batches .* is smaller than the logging interval",
+        module=r"lightning\.pytorch\.loops\.fit_loop",
+    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(drop_advertisements)
+
+
+def drop_advertisements(record: logging.LogRecord) -> bool:
+    """Lightning's tips to install its cloud logger and model registry."""
+    return not str(record.msg).startswith("💡 Tip:")
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
     # Argument validation in torch.distributions is a debugging aid that costs time every
     # step; genkit.testing's contract checks keep it on.
     torch.distributions.Distribution.set_default_validate_args(False)
     skip_nvml_probe_without_gpu()
-    # genkit logs epoch values it has already reduced exactly over all ranks (VAE.log_epoch),
-    # so Lightning's advice to add sync_dist=True does not apply.
-    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+    quiet_dependencies()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     plugins.load(list(cfg.get("plugins") or []))
     start = resume_point(cfg, output_dir) if cfg.get("resume") else ResumePoint(None)

@@ -95,6 +95,8 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path, resumed: 
             settings=wandb_settings(options),
             **({"id": run_id, "resume": "allow"} if run_id else {}),
         )
+        # Lightning passes anonymous=None to wandb.init, which W&B now warns has no effect.
+        logger._wandb_init.pop("anonymous", None)
         experiment = logger.experiment  # start now, so a failure is caught here and not mid-training
         if rank_zero_only.rank == 0:  # other ranks hold a placeholder experiment
             id_file.write_text(experiment.id)
