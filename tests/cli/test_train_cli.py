@@ -16,6 +16,31 @@ from conftest import FAST, run, script, shared_data, wandb_records
 from genkit.data.images import Digits
 
 
+def test_a_log_gets_one_line_per_epoch_and_a_terminal_a_progress_bar(trained, tmp_path, cli_env):
+    epochs = [line for line in trained.log.splitlines() if "genkit.training.callbacks" in line and " epoch " in line]
+    assert len(epochs) == 2 and "epoch 2/2 step 20, train -ELBO" in epochs[1] and "val -ELBO" in epochs[1]
+    assert "it/s" not in trained.log and "━" not in trained.log  # nothing per redraw in a file
+
+    import os
+    import pty
+
+    terminal, child_end = pty.openpty()
+    args = [*script("genkit-train"), "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
+    process = subprocess.Popen(args, stdin=child_end, stdout=child_end, stderr=child_end, env=cli_env, cwd=tmp_path)
+    os.close(child_end)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the terminal closed: the run ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert process.wait(timeout=300) == 0, shown.decode(errors="replace")[-3000:]
+    assert "━" in shown.decode(errors="replace")  # Rich's bar, drawn on the terminal
+
+
 def test_default_run_trains_summarises_checkpoints_and_logs_offline(trained):
     out, log = trained.folder, trained.log
     assert "final metrics" in log and "-ELBO" in log and "no API key found, logging offline" in log

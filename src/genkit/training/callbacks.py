@@ -1,16 +1,19 @@
-"""Optional training behaviour as Lightning callbacks: media logging, a checkpoint on interruption."""
+"""Optional training behaviour as Lightning callbacks: media logging, a checkpoint on interruption, progress."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
@@ -145,3 +148,60 @@ class CheckpointOnInterrupt(Callback):
             path,
             trainer.default_root_dir,
         )
+
+
+def progress_bar(refresh_rate: int = 20) -> ProgressBar:
+    """Where the output is a terminal, a Rich bar redrawn every ``refresh_rate`` steps (0: none) with the
+    epoch's metrics; elsewhere (a SLURM log, CI, ``| tee``) one line per epoch, so a log stays small."""
+    if not sys.stderr.isatty():
+        return EpochLines()
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    return RichProgressBar(refresh_rate=refresh_rate)
+
+
+class EpochLines(ProgressBar):
+    """One line per training epoch (its number, step, -ELBO, reconstruction and KL of training and of the
+    last validation, and its seconds), logged like genkit's other lines: nothing per step."""
+
+    #: Metric name -> its label on the line.
+    SHOWN = {"nelbo": "-ELBO", "rec": "rec", "kl": "KL"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+        self.pending: tuple[int, float] | None = None  # an epoch that ended, and its seconds
+        self.started = time.perf_counter()  # of the epoch (a run resumed mid-epoch starts none)
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.report(trainer)  # the epoch before: its training metrics are logged after callbacks' epoch end
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.pending = trainer.current_epoch, time.perf_counter() - self.started
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.report(trainer)
+
+    def report(self, trainer: Trainer) -> None:
+        if self.pending is None or not self.enabled:
+            return
+        epoch, seconds = self.pending
+        self.pending = None
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {epoch + 1}/{trainer.max_epochs} step {trainer.global_step}"]
+        for split in ("train", "val"):
+            names = [(name, label) for name, label in self.SHOWN.items() if f"{split}/{name}" in metrics]
+            shown = [f"{label} {float(metrics[f'{split}/{name}']):.4g}" for name, label in names]
+            if shown:
+                parts.append(f"{split} " + " ".join(shown))
+        log.info("%s (%.1f s)", ", ".join(parts), seconds)
