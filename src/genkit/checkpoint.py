@@ -59,13 +59,26 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return None
 
 
+def local_checkpoint(ckpt: str | Path) -> Path:
+    """The checkpoint file ``ckpt`` names: a path, or ``wandb:ENTITY/PROJECT/NAME:ALIAS`` (a W&B model
+    artifact, downloaded once into ``~/.cache/genkit/models``).
+
+    Raises:
+        CheckpointError: a ``wandb:`` reference W&B cannot resolve (the message says why).
+    """
+    from genkit import wandb_models
+
+    return wandb_models.download(str(ckpt)) if wandb_models.is_reference(ckpt) else Path(ckpt)
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], DictConfig]:
-    """The checkpoint's contents and its run config, read with ``weights_only=True``.
+    """The checkpoint's contents and its run config, read with ``weights_only=True``; ``path`` may
+    be a ``wandb:`` reference (``local_checkpoint``).
 
     Raises:
         CheckpointError: the file is missing, unreadable, or not a genkit checkpoint.
     """
-    path = Path(path)
+    path = local_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
@@ -133,7 +146,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 def load(path: str | Path) -> VAE:
-    """The trained ``VAE`` stored in a genkit checkpoint, on the CPU, in eval mode.
+    """The trained ``VAE`` stored in a genkit checkpoint, on the CPU, in eval mode; ``path`` may be a
+    W&B model reference, ``wandb:ENTITY/PROJECT/NAME:ALIAS``.
 
     No code from the file runs (``weights_only=True``), and the stored config may only
     name registered parts: the registry is an allow-list.

@@ -77,3 +77,7 @@ class TrainerConfigError(GenkitError):
 
 class SweepConfigError(GenkitError):
     """A job of a sweep cannot be composed; raised before any job starts."""
+
+
+class LoggerConfigError(GenkitError):
+    """Logger settings that cannot work (W&B options without W&B, an unknown ``log_model``)."""

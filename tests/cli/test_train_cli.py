@@ -59,6 +59,15 @@ def test_default_run_trains_summarises_checkpoints_and_logs_offline(trained):
     assert config["encoder"]["_target_"] == "genkit.parts.encoders.MLPEncoder" and config["data"]["batch_size"] == 128
     logged = {k for r in records if r["type"] == "history" for k in r["history"]["item"]}
     assert {"val/nelbo", "val/kl", "train/nelbo", "val/reconstructions._type", "val/samples._type"} <= logged
+    # The run table's val/nelbo is the best epoch's (the checkpoint's) beside the last; epoch is the last reached.
+    history = [
+        r["history"]["item"]["val/nelbo"] for r in records if "val/nelbo" in r.get("history", {}).get("item", {})
+    ]
+    summary = [
+        r["summary"]["update"] for r in records if r["type"] == "summary" and "val/nelbo" in r["summary"]["update"]
+    ]
+    assert summary[-1]["val/nelbo"]["min"] == pytest.approx(min(history)) and "last" in summary[-1]["val/nelbo"]
+    assert summary[-1]["epoch"] == {"max": 2}
 
     # The checkpoint alone rebuilds the model, and it scores the test set as training reported.
     model = genkit.load(json.loads((out / "metrics.json").read_text())["best_checkpoint"])
@@ -75,6 +84,7 @@ def test_default_run_trains_summarises_checkpoints_and_logs_offline(trained):
         (["encoder=convv"], "no encoder named 'convv'. Did you mean 'conv' or 'conv4' or 'conv1d'?"),
         (["-m", "prior=normal,vampp"], "no prior named 'vampp'. Did you mean 'vamp'?"),
         (["encoder.latent_dim=3"], "encoder.latent_dim is wired by genkit; remove it and set model.latent_dim"),
+        (["logger=csv", "logger.wandb.log_model=best"], "logger.wandb.log_model needs logger=wandb"),
     ],
 )
 def test_bad_names_fail_before_training(args, message, train_refuses, tmp_path):
@@ -109,6 +119,11 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path, cli_env):
     assert len(names) == 4 and any("encoder=conv" in n and "prior=vamp" in n for n in names)
     targets = {(r["config"]["update"]["encoder"]["_target_"], r["config"]["update"]["prior"]["_target_"]) for r in runs}
     assert len(targets) == 4
+    # What varies across the sweep (not the fixed trainer.max_epochs) is a config key and tags, for W&B's panels.
+    for run_record in runs:
+        swept = run_record["config"]["update"]["sweep"]
+        assert set(swept) == {"prior", "encoder"}
+        assert sorted(run_record["tags"]) == sorted(f"{key}={value}" for key, value in swept.items())
     assert all((job / "metrics.json").is_file() for job in jobs)
 
 

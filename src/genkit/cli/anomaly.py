@@ -57,7 +57,7 @@ def run(options: AnomalyOptions) -> Path:
     scores, labels = anomaly_scores(trained.model, batches, options.score, options.k)
     per_label = {int(label): scores[labels == label].mean().item() for label in labels.unique()}
     result: dict[str, Any] = {
-        "checkpoint": str(trained.path.resolve()),
+        "checkpoint": trained.source,
         "data": data_name,
         "split": options.split,
         "score": options.score,

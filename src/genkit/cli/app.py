@@ -16,7 +16,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
 from genkit import config
-from genkit.errors import GenkitError, UnknownPartError, WiringError
+from genkit.errors import GenkitError, LoggerConfigError, UnknownPartError, WiringError
 from genkit.registry import KINDS, registry, unknown_name_message
 
 log = logging.getLogger("genkit")
@@ -85,8 +85,15 @@ class CommandLine:
         return []
 
     def check(self) -> None:
-        """Refuse unknown part names (with a did-you-mean) and hand-set wiring values."""
+        """Refuse unknown part names (with a did-you-mean), hand-set wiring values and W&B settings
+        without W&B."""
+        logger = self.value("logger")
         for override in self.overrides:
+            if logger in ("csv", "none") and override.key_or_group.startswith("logger.wandb."):
+                raise LoggerConfigError(
+                    f"{override.key_or_group} needs logger=wandb: logger={logger} starts no W&B run "
+                    f"(log_model keeps checkpoints in W&B); drop {override.key_or_group} or use logger=wandb"
+                )
             key = override.key_or_group
             group, _, param = key.partition(".")
             if group in KINDS and param in KINDS[group].wiring:

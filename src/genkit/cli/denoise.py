@@ -71,7 +71,7 @@ def run(options: DenoiseOptions) -> Path:
     out = trained.output(options.out, "denoise")
     modality.save(modality.grid(torch.cat([clean[:shown], noisy[:shown], denoised[:shown]]), shown), out)
     result = {
-        "checkpoint": str(trained.path.resolve()),
+        "checkpoint": trained.source,
         "data": data_name,
         "split": options.split,
         "examples": len(clean),

@@ -56,7 +56,7 @@ def evaluation(cfg: DictConfig | Any) -> dict[str, Any]:
     log.info("%s of %s (k=%d importance samples)\n%s", cfg.split, cfg.ckpt, k, eval_table(cfg.split, metrics, k))
     out = trained.output(cfg.get("out", ""), f"{cfg.split}.eval", ".json")
     result = {
-        "checkpoint": str(trained.path.resolve()),
+        "checkpoint": trained.source,
         "split": cfg.split,
         "data": data_name,
         "nll_k": k,

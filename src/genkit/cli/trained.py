@@ -15,11 +15,12 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from genkit.checkpoint import model_from_checkpoint, read_checkpoint
+from genkit.checkpoint import local_checkpoint, model_from_checkpoint, read_checkpoint
 from genkit.compose import build_data
 from genkit.errors import DataError, UsageError
 from genkit.modalities import Modality, modality_of
 from genkit.training.metrics import SPLITS
+from genkit.wandb_models import is_reference
 
 
 @dataclass
@@ -65,19 +66,23 @@ def check_count(name: str, value: int, meaning: str) -> None:
 class Trained:
     """A checkpoint opened for a command: the model (eval mode, on the CPU) and its run config."""
 
-    path: Path
+    path: Path  # the local file (for a wandb: reference, the downloaded one)
     model: Any
     config: DictConfig
+    source: str  # the checkpoint as the user named it: the file's full path, or the wandb: reference
 
     @classmethod
     def open(cls, ckpt: str) -> Trained:
-        """Read ``ckpt`` safely and rebuild its model (``genkit.checkpoint``).
+        """Read ``ckpt`` (a path or a ``wandb:`` reference) safely and rebuild its model (``genkit.checkpoint``).
 
         Raises:
-            CheckpointError: the file is missing, unreadable or not a genkit checkpoint.
+            CheckpointError: the file is missing, unreadable or not a genkit checkpoint, or the
+                reference cannot be fetched from W&B.
         """
-        checkpoint, run_cfg = read_checkpoint(ckpt)
-        return cls(Path(ckpt), model_from_checkpoint(checkpoint, run_cfg, ckpt), run_cfg)
+        path = local_checkpoint(ckpt)
+        checkpoint, run_cfg = read_checkpoint(path)
+        source = ckpt if is_reference(ckpt) else str(path.resolve())
+        return cls(path, model_from_checkpoint(checkpoint, run_cfg, ckpt), run_cfg, source)
 
     def modality(self, command: str) -> Modality:
         """The model's modality, or a UsageError for data whose examples genkit cannot write."""
@@ -111,7 +116,9 @@ class Trained:
         return datamodule, data_name
 
     def output(self, out: str, name: str, suffix: str = ".png") -> Path:
-        """``out``, or ``<checkpoint stem>.<name><suffix>`` beside the checkpoint; its folder made."""
-        path = Path(out) if out else self.path.with_name(f"{self.path.stem}.{name}{suffix}")
+        """``out``, or ``<checkpoint stem>.<name><suffix>`` beside the checkpoint (for a ``wandb:``
+        reference, in the current folder, named after the artifact version); its folder made."""
+        beside = Path(self.path.parent.name) if is_reference(self.source) else self.path
+        path = Path(out) if out else beside.with_name(f"{beside.stem}.{name}{suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path

@@ -23,7 +23,7 @@ from genkit.registry import PART_KINDS
 from genkit.training.metrics import summary_table
 from genkit.training.optimization import STEP_ARGUMENTS
 from genkit.training.resume import ResumePoint, check_same_data, resume_point
-from genkit.training.tracking import build_loggers, finish_wandb
+from genkit.training.tracking import ModelKeepingWandbLogger, build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
                 log.info("best checkpoint: %s", best)
             results = {"metrics": metrics, "best_checkpoint": best, "config": OmegaConf.to_container(cfg, resolve=True)}
             (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+            for logger in loggers:
+                if isinstance(logger, ModelKeepingWandbLogger):
+                    logger.keep_best(best, metrics)
     finally:
         finish_wandb()
     return metrics

@@ -10,10 +10,16 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+
+from genkit import wandb_models
+from genkit.errors import LoggerConfigError
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +38,52 @@ def has_wandb_key() -> bool:
         return False
 
 
-def sweep_identity() -> tuple[str | None, str | None]:
-    """(group, run name) from Hydra: the sweep folder's name and the job's overrides."""
+@dataclass(frozen=True)
+class SweepIdentity:
+    """Where a Hydra job sits in its sweep: the W&B group, the run's name and the swept values."""
+
+    group: str | None = None  # "sweep-<sweep folder name>"; None outside a sweep
+    name: str | None = None  # the job's command-line overrides, "encoder=conv,prior=vamp"
+    choices: dict[str, Any] = field(default_factory=dict)  # this job's values of the overrides that vary
+
+    def tags(self) -> list[str]:
+        """The swept values as W&B tags (at most 64 characters each, W&B's limit)."""
+        return [f"{key}={value}"[:64] for key, value in self.choices.items()]
+
+
+def sweep_identity() -> SweepIdentity:
+    """This Hydra job's place in its sweep; empty outside Hydra."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return None, None
+        return SweepIdentity()
     hc = HydraConfig.get()
     name = hc.job.override_dirname or None
-    group = f"sweep-{Path(hc.sweep.dir).name}" if hc.mode == RunMode.MULTIRUN else None
-    return group, name
+    if hc.mode != RunMode.MULTIRUN:
+        return SweepIdentity(name=name)
+    swept = swept_keys(Path(hc.sweep.dir), hc.sweeper.get("params") or {})
+    job = {o.key_or_group: o.value() for o in parse_overrides(hc.overrides.task)}  # typed: W&B's axes are numeric
+    choices = {key: value for key, value in job.items() if key in swept}
+    return SweepIdentity(f"sweep-{Path(hc.sweep.dir).name}", name, choices)
+
+
+def swept_keys(sweep_dir: Path, params: Any) -> set[str]:
+    """The keys a sweep varies: its command line's sweep overrides (``prior=normal,vamp``, kept by
+    Hydra's sweeper in ``multirun.yaml``) and its sweeper's search space (``hydra.sweeper.params``)."""
+    keys = set(params)
+    saved = sweep_dir / "multirun.yaml"
+    if saved.is_file():
+        command = OmegaConf.load(saved).hydra.overrides.task
+        keys |= {o.key_or_group for o in parse_overrides(command) if o.is_sweep_override()}
+    return keys
+
+
+def parse_overrides(words: Any) -> list[Any]:
+    """Hydra's parse of override words."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides([str(word) for word in words])
 
 
 def wandb_mode(options: DictConfig) -> str:
@@ -62,6 +103,81 @@ def wandb_settings(options: DictConfig) -> Any:
     )
 
 
+def model_policy(options: DictConfig) -> str | bool:
+    """``logger.wandb.log_model``, checked.
+
+    Raises:
+        LoggerConfigError: a value other than false, best or all.
+    """
+    value = options.get("log_model", False)
+    if value not in wandb_models.POLICIES:
+        raise LoggerConfigError(
+            f"logger.wandb.log_model must be false (keep no model in W&B), best (the best checkpoint, at the end) "
+            f"or all (every checkpoint as it is saved), got {value!r}"
+        )
+    return value
+
+
+class ModelKeepingWandbLogger(WandbLogger):
+    """Lightning's W&B logger that also keeps checkpoints as versions of the run's W&B model artifact
+    (``genkit.wandb_models``), with the run's resolved config and metrics as metadata.
+
+    ``log_model=all`` logs each checkpoint file as it is saved (the monitored best with the alias
+    ``best``); with ``best`` or ``all`` the best checkpoint is logged once more at the end with the
+    final validation and test metrics (``keep_best``). W&B moves ``latest`` to the newest version.
+    Lightning's own ``log_model`` stays off: its metadata has neither config nor metrics.
+    """
+
+    def __init__(self, policy: str | bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.metrics: dict[str, float] = {}  # the latest logged value of each metric
+        self.kept: dict[str, int] = {}  # checkpoint path -> modification time when logged
+
+    @property
+    def models_folder(self) -> Path:
+        """``models/`` in the W&B run's folder (offline: beside the ``.wandb`` file `wandb sync` reads)."""
+        return Path(self.experiment.dir).parent / "models"
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        # A checkpoint saved after validation is described by that validation; training's epoch
+        # metrics are logged after the save, so they would describe the epoch before.
+        described = {k: v for k, v in metrics.items() if k.startswith("val/") or k == "epoch"}
+        self.metrics.update({k: float(v) for k, v in described.items() if isinstance(v, (int, float))})  # no media
+        if step is not None:
+            self.metrics["step"] = step
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        super().after_save_checkpoint(checkpoint_callback)
+        if self.policy != "all":
+            return
+        best = checkpoint_callback.best_model_path
+        for path in dict.fromkeys([*checkpoint_callback.best_k_models, checkpoint_callback.last_model_path]):
+            if path and Path(path).is_file() and self.kept.get(path) != Path(path).stat().st_mtime_ns:
+                self.keep(Path(path), ["best"] if path == best else [], self.metrics)
+
+    def keep(self, checkpoint: Path, aliases: list[str], metrics: dict[str, float]) -> None:
+        """Log ``checkpoint`` as a model version (W&B trouble is a warning: the file stays on disk)."""
+        metadata = {"file": checkpoint.name, "metrics": dict(metrics), "config": self.experiment.config.as_dict()}
+        try:
+            wandb_models.log_checkpoint(self.experiment, checkpoint, aliases, metadata, self.models_folder)
+        except Exception as error:  # keeping the model in W&B must never stop training
+            log.warning("W&B: could not log %s as a model (%s: %s)", checkpoint, error.__class__.__name__, error)
+        self.kept[str(checkpoint)] = checkpoint.stat().st_mtime_ns
+
+    @rank_zero_only
+    def keep_best(self, checkpoint: str, metrics: dict[str, float]) -> None:
+        """At the end of training: the best checkpoint with its final metrics, as ``best``."""
+        if self.policy and checkpoint:
+            self.keep(Path(checkpoint), ["best"], metrics)
+            log.info(
+                "W&B: best checkpoint kept as model artifact %s:best", wandb_models.artifact_name(self.experiment.id)
+            )
+
+
 def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path, resumed: bool = False) -> Any | None:
     """A started ``WandbLogger``, or None (with one warning) if W&B cannot start.
 
@@ -75,23 +191,22 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path, resumed: 
             save_dir,
             save_dir,
         )
-    group, name = sweep_identity()
+    sweep = sweep_identity()
     id_file = save_dir / WANDB_ID_FILE
     run_id = id_file.read_text().strip() if resumed and id_file.is_file() else None
+    policy = model_policy(options)
     try:
-        from lightning.pytorch.loggers import WandbLogger
-        from lightning.pytorch.utilities import rank_zero_only
-
-        logger = WandbLogger(
+        logger = ModelKeepingWandbLogger(
+            policy,
             project=options.get("project") or "genkit",
             entity=options.get("entity"),
-            group=options.get("group") or group,
-            name=options.get("name") or name,
-            tags=list(options.get("tags") or []),
+            group=options.get("group") or sweep.group,
+            name=options.get("name") or sweep.name,
+            tags=[*(options.get("tags") or []), *sweep.tags()],
             notes=options.get("notes"),
             mode=mode,
             save_dir=str(save_dir),
-            config=OmegaConf.to_container(cfg, resolve=True),
+            config={**OmegaConf.to_container(cfg, resolve=True), **({"sweep": sweep.choices} if sweep.choices else {})},
             settings=wandb_settings(options),
             **({"id": run_id, "resume": "allow"} if run_id else {}),
         )
@@ -100,12 +215,22 @@ def wandb_logger(options: DictConfig, cfg: DictConfig, save_dir: Path, resumed: 
         experiment = logger.experiment  # start now, so a failure is caught here and not mid-training
         if rank_zero_only.rank == 0:  # other ranks hold a placeholder experiment
             id_file.write_text(experiment.id)
+            declare_metrics(experiment, cfg.get("objective") or "val/nelbo")
     except Exception as error:  # W&B trouble must never stop training
         log.warning(
             "W&B could not start (%s: %s); continuing with the local CSV log only", error.__class__.__name__, error
         )
         return None
     return logger
+
+
+def declare_metrics(run: Any, objective: str) -> None:
+    """What the run table shows: the objective's minimum (the value the best checkpoint was chosen
+    by) beside its last value, and the last epoch reached; every metric is plotted against the step
+    (Lightning declares that axis)."""
+    for name in dict.fromkeys([objective, "val/nelbo"]):
+        run.define_metric(name, step_metric="trainer/global_step", step_sync=True, summary="min,last")
+    run.define_metric("epoch", summary="max")
 
 
 def build_loggers(cfg: DictConfig, save_dir: Path, resumed: bool = False) -> list[Any]:
