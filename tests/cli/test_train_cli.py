@@ -218,12 +218,12 @@ def test_an_unreachable_wandb_server_never_stops_training(tmp_path, cli_env):
 
 
 def test_a_wandb_outage_mid_run_delays_the_end_by_at_most_finish_timeout(tmp_path, cli_env):
-    """W&B starts against a server on loopback that then stops answering (tests/wandb_outage_server.py):
+    """W&B starts against a server on loopback that then stops answering (tests/cli/wandb_server.py outage):
     training, the checkpoint and metrics.json are unaffected, the final upload gives up after
     logger.wandb.finish_timeout with a warning, and the W&B run stays whole on disk for `wandb sync`
     (without the timeout, W&B's finish waits on the silent server for good)."""
     server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("wandb_outage_server.py"))], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(Path(__file__).with_name("wandb_server.py")), "outage"], stdout=subprocess.PIPE, text=True
     )
     try:
         port = int(server.stdout.readline())

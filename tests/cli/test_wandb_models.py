@@ -1,6 +1,6 @@
 """Trained models kept in W&B: checkpoints logged as model artifacts by the real ``wandb`` library
 (offline, read back with W&B's own reader), and ``ckpt=wandb:...`` resolved through W&B's artifact API
-against a W&B server on loopback (tests/cli/wandb_artifact_server.py)."""
+against a W&B server on loopback (tests/cli/wandb_server.py)."""
 
 from __future__ import annotations
 
@@ -25,15 +25,13 @@ def md5(path: Path) -> str:
 
 
 @pytest.fixture
-def artifact_server(request):
+def artifact_server():
     """``artifact_server(ENTITY/PROJECT/COLLECTION, FILE)``: the loopback W&B server's URL."""
     servers = []
 
     def start(name: str, file: Path) -> str:
-        server_script = Path(__file__).with_name("wandb_artifact_server.py")
-        server = subprocess.Popen(
-            [sys.executable, str(server_script), name, str(file)], stdout=subprocess.PIPE, text=True
-        )
+        command = [sys.executable, str(Path(__file__).with_name("wandb_server.py")), "artifact", name, str(file)]
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         servers.append(server)
         return f"http://127.0.0.1:{server.stdout.readline().strip()}"
 
