@@ -81,3 +81,8 @@ class SweepConfigError(GenkitError):
 
 class LoggerConfigError(GenkitError):
     """Logger settings that cannot work (W&B options without W&B, an unknown ``log_model``)."""
+
+
+class ExportError(GenkitError):
+    """A part that cannot be exported as asked (it is not one graph, the format lacks an operator, the
+    written graph disagrees with PyTorch, or the export extra is missing)."""

@@ -31,6 +31,7 @@ COMMANDS = {
     "denoise": "denoise:DenoiseOptions",
     "latent-map": "latent_map:LatentMapOptions",
     "anomaly": "anomaly:AnomalyOptions",
+    "export": "export:ExportOptions",
 }
 
 

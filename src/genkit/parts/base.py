@@ -37,6 +37,8 @@ class Part(nn.Module, ABC):
 
     #: Modalities this part accepts; empty means any.
     modalities: ClassVar[frozenset[str]] = frozenset()
+    #: Why ``genkit export`` cannot write this part as one graph (said to the user); empty: it can try.
+    not_exportable: ClassVar[str] = ""
 
     @classmethod
     def incompatibility(cls, spec: DataSpec) -> str | None:

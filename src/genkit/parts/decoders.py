@@ -172,6 +172,10 @@ class SequenceDecoder(Decoder):
 
     autoregressive = True
     modalities = frozenset({"text"})
+    not_exportable = (
+        "generates token by token, each step reading the tokens before it, so there is no single z -> output "
+        "graph; export part=encoder, or generate with genkit.load(...).sample() in Python"
+    )
 
     @classmethod
     def incompatibility(cls, spec: DataSpec) -> str | None:

@@ -160,6 +160,10 @@ class RNNEncoder(SequenceEncoder):
     """
 
     rnn_class: ClassVar[type[nn.RNNBase]]
+    not_exportable = (
+        "reads packed sequences (each sentence only to its own length), which torch.export cannot capture; "
+        "the encoder of a model trained with encoder=transformer exports"
+    )
 
     def __init__(
         self,
