@@ -68,6 +68,27 @@ def run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600) -
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def on_terminal(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run a command on a pseudo-terminal, as in a user's shell; what it drew there (it must succeed)."""
+    import pty
+
+    terminal, child_end = pty.openpty()
+    process = subprocess.Popen(args, stdin=child_end, stdout=child_end, stderr=child_end, env=env, cwd=cwd)
+    os.close(child_end)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    text = shown.decode(errors="replace")
+    assert process.wait(timeout=300) == 0, text[-3000:]
+    return text
+
+
 def wandb_log_records(log: Path, env: dict[str, str]) -> list[dict]:
     """The records of one offline W&B run file (``run-*.wandb``), read by W&B's own inspector."""
     result = run(["wandb", "leet", "inspect", "--json", str(log)], env, log.parent, timeout=120)

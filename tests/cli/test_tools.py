@@ -4,14 +4,19 @@ end on image models; text and audio outputs are in test_modalities.py."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 from PIL import Image
 
-from conftest import run, script
+import genkit
+from conftest import on_terminal, run, script
+from genkit import console
 from genkit.cli.denoise import add_noise
 from genkit.cli.interpolate import slerp
+from genkit.data.images import Digits
+from genkit.training.metrics import evaluate
 
 
 def test_sample_and_reconstruct_write_image_grids_beside_the_checkpoint(trained, tmp_path, cli_env):
@@ -107,7 +112,7 @@ def test_latent_map_projects_many_dimensions_and_draws_the_manifold_of_two(train
     from genkit.cli.main import main
 
     pca = tmp_path / "pca.png"
-    with caplog.at_level("INFO", logger="genkit.cli.latent_map"):
+    with caplog.at_level("INFO", logger="genkit.summary"):
         assert main(["latent-map", f"ckpt={trained.checkpoint}", f"out={pca}"]) == 0
     assert Image.open(pca).size[0] > 400 and not (tmp_path / "pca.manifold.png").exists()
     assert "of the variance" in caplog.text
@@ -135,3 +140,17 @@ def test_slerp_follows_the_great_circle():
     torch.testing.assert_close(path[-1], b)
     torch.testing.assert_close(path.norm(dim=1), torch.full((5,), 3.0))  # linear would dip to 2.12 midway
     torch.testing.assert_close(slerp(a, 2 * a, t)[2], 1.5 * a)  # parallel latents: linear
+
+
+def test_long_commands_show_progress_on_a_terminal_and_in_logs(trained, tmp_path, cli_env, monkeypatch, caplog):
+    args = [*script("genkit"), "anomaly", f"ckpt={trained.checkpoint}", "k=2", f"out={tmp_path / 'scores.json'}"]
+    shown = on_terminal(args, cli_env, tmp_path)
+    assert "anomaly scores (nll)" in shown and "━" in shown  # Rich's bar
+
+    monkeypatch.setattr(console, "PROGRESS_EVERY", 0.0)  # a line after every batch, instead of every 30 s
+    data = Digits(batch_size=64)  # six test batches
+    data.setup()
+    with caplog.at_level(logging.INFO, logger="genkit"):
+        evaluate(genkit.load(trained.checkpoint), data.test_dataloader(), 2, 2**20, torch.device("cpu"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "genkit.console"]
+    assert lines and lines[0].startswith("-ELBO and NLL (k=2): 1/") and "s left" in lines[0]

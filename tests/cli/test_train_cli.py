@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 import genkit
-from conftest import FAST, run, script, shared_data, wandb_records
+from conftest import FAST, on_terminal, run, script, shared_data, wandb_records
 from genkit.data.images import Digits
 
 
@@ -21,24 +21,27 @@ def test_a_log_gets_one_line_per_epoch_and_a_terminal_a_progress_bar(trained, tm
     assert len(epochs) == 2 and "epoch 2/2 step 20, train -ELBO" in epochs[1] and "val -ELBO" in epochs[1]
     assert "it/s" not in trained.log and "━" not in trained.log  # nothing per redraw in a file
 
-    import os
-    import pty
-
-    terminal, child_end = pty.openpty()
     args = [*script("genkit-train"), "trainer.max_epochs=1", "logger=none", f"hydra.run.dir={tmp_path / 'run'}"]
-    process = subprocess.Popen(args, stdin=child_end, stdout=child_end, stderr=child_end, env=cli_env, cwd=tmp_path)
-    os.close(child_end)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(terminal, 65536)
-        except OSError:  # the terminal closed: the run ended
-            break
-        if not chunk:
-            break
-        shown += chunk
-    assert process.wait(timeout=300) == 0, shown.decode(errors="replace")[-3000:]
-    assert "━" in shown.decode(errors="replace")  # Rich's bar, drawn on the terminal
+    shown = on_terminal(args, cli_env, tmp_path)
+    assert "━" in shown  # Rich's bar, drawn on the terminal
+
+
+def test_quiet_keeps_only_the_summary_warnings_and_errors(tmp_path, cli_env):
+    out = tmp_path / "run"
+    result = run([*script("genkit-train"), "-q", *FAST, f"hydra.run.dir={out}"], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    for chatter in ("genkit run in", "epoch 1/2", "GPU available", "wandb:", "W&B: no API key", "Restoring states"):
+        assert chatter not in console
+    assert "final metrics" in console and "best checkpoint" in console and len(console.splitlines()) == 7
+    assert list(out.glob("wandb/offline-run-*/run-*.wandb"))  # quiet, not off: the run is logged as always
+
+    result = run(
+        [*script("genkit-eval"), "-q", f"ckpt={out / 'checkpoints' / 'last.ckpt'}", "nll.k=2"], cli_env, tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (result.stdout + result.stderr).splitlines()
+    assert len(lines) == 4 and "NLL (k=2)" in lines[1] and "written to" in lines[3]
 
 
 def test_default_run_trains_summarises_checkpoints_and_logs_offline(trained):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,8 @@ from typing import Any
 import torch
 
 from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
+from genkit.console import SUMMARY, progress
 from genkit.errors import UsageError
-
-log = logging.getLogger(__name__)
 
 SCORES = ("nll", "rec")
 
@@ -31,7 +29,7 @@ class AnomalyOptions(SplitOptions):
 def anomaly_scores(model: Any, batches: Any, score: str, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example anomaly scores (higher = more anomalous, nats) and labels over all ``batches``."""
     scores, labels = [], []
-    for batch in batches:
+    for batch in progress(batches, len(batches), f"anomaly scores ({score})"):
         x = batch["x"].cpu()
         if score == "nll":
             scores.append(-model.log_likelihood(x, k))
@@ -70,7 +68,7 @@ def run(options: AnomalyOptions) -> Path:
         if is_anomaly.all() or not is_anomaly.any():
             raise UsageError(f"the {options.split} split needs both normal examples and ones labelled {anomalous}")
         result.update(anomalous_labels=anomalous, roc_auc=float(roc_auc_score(is_anomaly.numpy(), scores.numpy())))
-        log.info(
+        SUMMARY.info(
             "ROC AUC %.4f for labels %s as anomalies (%s scores, %d examples)",
             result["roc_auc"],
             anomalous,
@@ -79,5 +77,5 @@ def run(options: AnomalyOptions) -> Path:
         )
     out = trained.output(options.out, "anomaly", ".json")
     out.write_text(json.dumps(result, indent=2))
-    log.info("anomaly scores summary written to %s", out)
+    SUMMARY.info("anomaly scores summary written to %s", out)
     return out

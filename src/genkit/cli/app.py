@@ -26,6 +26,10 @@ class JobFailed(CompactHydraException):
     """A job stopped by a GenkitError; Hydra prints its message without a traceback."""
 
 
+#: Flags that mean ``verbose=false`` (only the summary, warnings and errors).
+QUIET_FLAGS = ("-q", "--quiet")
+
+
 def override_key(word: str) -> str:
     """``trainer.max_epochs`` of ``++trainer.max_epochs=3``; ``encoder`` of ``encoder=conv``."""
     return word.split("=", 1)[0].lstrip("+~")
@@ -52,8 +56,10 @@ class CommandLine:
     def parse(cls, argv: list[str]) -> CommandLine:
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        flags = tuple(a for a in argv[1:] if a.startswith("-") or "=" not in a)
+        flags = tuple(a for a in argv[1:] if (a.startswith("-") or "=" not in a) and a not in QUIET_FLAGS)
         words = tuple(a for a in argv[1:] if "=" in a and not a.startswith("-"))
+        if any(a in QUIET_FLAGS for a in argv[1:]):
+            words += ("verbose=false",)
         parser = OverridesParser.create()
         overrides = []
         for word in words:

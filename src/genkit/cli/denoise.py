@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +10,9 @@ from pathlib import Path
 import torch
 
 from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
+from genkit.console import SUMMARY
 from genkit.errors import UsageError
 from genkit.modalities import Images, modality_of
-
-log = logging.getLogger(__name__)
 
 NOISES = ("gaussian", "salt_pepper")
 
@@ -81,7 +79,7 @@ def run(options: DenoiseOptions) -> Path:
         "denoised": image_scores(clean, denoised),
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    log.info(
+    SUMMARY.info(
         "%s noise at %s on %d %s images: PSNR %.2f -> %.2f dB, SSIM %.3f -> %.3f; rows clean/noisy/denoised in %s",
         options.noise,
         options.level,

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from genkit import config
 from genkit.cli.app import CommandLine, run
 from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
+from genkit.console import SUMMARY, be_quiet
 from genkit.training.metrics import eval_table, evaluate
 from genkit.training.objective import MAX_DECODED_VALUES, NLL_SAMPLES
 from genkit.training.tracking import record_in_run
@@ -42,6 +43,8 @@ class EvalOptions(SplitOptions):
 def evaluation(cfg: DictConfig | Any) -> dict[str, Any]:
     """Score ``cfg.ckpt`` on ``cfg.split``; the results go beside the checkpoint (or to ``cfg.out``)
     and, when its run folder recorded a W&B run, into that run's summary as ``eval/<split>/<metric>``."""
+    if not cfg.verbose:
+        be_quiet()
     check_split(cfg.split)
     k = int(cfg.nll.k)
     check_count("nll.k", k, "importance samples per example")
@@ -53,7 +56,7 @@ def evaluation(cfg: DictConfig | Any) -> dict[str, Any]:
     )
     batches = getattr(datamodule, f"{cfg.split}_dataloader")()
     metrics = evaluate(trained.model, batches, k, int(cfg.nll.max_decoded_values), device)
-    log.info("%s of %s (k=%d importance samples)\n%s", cfg.split, cfg.ckpt, k, eval_table(cfg.split, metrics, k))
+    SUMMARY.info("%s of %s (k=%d importance samples)\n%s", cfg.split, cfg.ckpt, k, eval_table(cfg.split, metrics, k))
     out = trained.output(cfg.get("out", ""), f"{cfg.split}.eval", ".json")
     result = {
         "checkpoint": trained.source,
@@ -63,7 +66,7 @@ def evaluation(cfg: DictConfig | Any) -> dict[str, Any]:
         "metrics": metrics,
     }
     out.write_text(json.dumps(result, indent=2))
-    log.info("written to %s", out)
+    SUMMARY.info("written to %s", out)
     wandb_options = (trained.config.get("logger") or {}).get("wandb")
     if cfg.wandb and wandb_options is not None:
         summary = {f"eval/{cfg.split}/{name}": value for name, value in metrics.items()}

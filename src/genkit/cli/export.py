@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from genkit.cli.trained import CheckpointOptions, Trained
+from genkit.console import SUMMARY
 from genkit.errors import UsageError
 from genkit.export import FORMATS, OUTPUTS, PARTS, TOLERANCE, export
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,7 +35,7 @@ def run(options: ExportOptions) -> Path:
     torch.manual_seed(options.seed)
     out = trained.output(options.out, options.part, FORMATS[options.format])
     exported = export(trained.model, options.part, options.format, out, options.output, trained.source)
-    log.info(
+    SUMMARY.info(
         "%s written to %s (description: %s); checked with %s: largest difference from PyTorch %.1e "
         "on batches of 8 and 3 (tolerance %g)",
         options.part,

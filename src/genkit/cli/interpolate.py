@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
+from genkit.console import SUMMARY
 from genkit.errors import UsageError
-
-log = logging.getLogger(__name__)
 
 PATHS = ("linear", "slerp", "both")
 
@@ -68,7 +66,7 @@ def run(options: InterpolateOptions) -> Path:
     names = ["linear", "slerp"] if options.path == "both" else [options.path]
     out = trained.output(options.out, "interpolation", modality.suffix)
     modality.write_interpolations(out, ends, mask, {name: model.decode_output(latents[name]) for name in names})
-    log.info(
+    SUMMARY.info(
         "%s path(s) between %s examples %d and %d written to %s", options.path, options.split, options.a, options.b, out
     )
     return out

@@ -3,7 +3,6 @@ decoded manifold (the seed article's figure)."""
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +11,9 @@ from typing import Any
 import torch
 
 from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
+from genkit.console import SUMMARY, status
 from genkit.errors import UsageError
 from genkit.modalities import Images, modality_of
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +38,9 @@ def project(z: torch.Tensor, method: str, seed: int) -> tuple[torch.Tensor, str]
     from sklearn.manifold import TSNE
 
     perplexity = min(30.0, (len(z) - 1) / 3)
-    return torch.from_numpy(TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(z.numpy())), "t-SNE"
+    with status(f"t-SNE of {len(z)} latents"):
+        coordinates = TSNE(2, perplexity=perplexity, random_state=seed).fit_transform(z.numpy())
+    return torch.from_numpy(coordinates), "t-SNE"
 
 
 @torch.no_grad()
@@ -81,12 +81,12 @@ def run(options: LatentMapOptions) -> Path:
     out = trained.output(options.out, "latent_map")
     figure.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(figure)
-    log.info("latent map of %d %s examples (%s) written to %s", len(z), options.split, axes, out)
+    SUMMARY.info("latent map of %d %s examples (%s) written to %s", len(z), options.split, axes, out)
     modality = modality_of(model.spec)
     if z.shape[1] == 2 and isinstance(modality, Images) and not model.decoder.autoregressive:
         manifold = out.with_name(f"{out.stem}.manifold.png") if options.out else trained.output("", "manifold")
         write_manifold(model, modality, options.grid, manifold)
-        log.info("decoded %dx%d manifold written to %s", options.grid, options.grid, manifold)
+        SUMMARY.info("decoded %dx%d manifold written to %s", options.grid, options.grid, manifold)
     return out
 
 

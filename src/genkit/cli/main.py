@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from genkit.cli.trained import parse
+from genkit.console import be_quiet
 from genkit.errors import GenkitError, UsageError
 
 #: Command -> the module of ``genkit.cli`` that holds it, and the dataclass of its ``key=value`` options.
@@ -56,23 +57,30 @@ class Command:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``genkit``."""
     parser = argparse.ArgumentParser(prog="genkit", description="genkit: composable VAEs. Train with genkit-train.")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", help="only the result, warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         command = Command.named(name)
-        subparser = commands.add_parser(name, help=command.usage, description=command.usage)
+        subparser = commands.add_parser(name, help=command.usage, description=command.usage, parents=[quiet])
         if command.options:
             subparser.add_argument("options", nargs="*", metavar="KEY=VALUE")
         else:
             command.module.add_arguments(subparser)
     args = parser.parse_args(argv)
     command = Command.named(args.command)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if command.options is None:
+            if args.quiet:
+                be_quiet()
             command.module.main(args)
             return 0
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
         words = [w if "=" in w else f"path={w}" for w in args.options]  # genkit compare DIR
-        result = command.module.run(parse(command.options, words))
+        options = parse(command.options, words)
+        if args.quiet or not getattr(options, "verbose", True):
+            be_quiet()
+        result = command.module.run(options)
         if isinstance(result, str):
             sys.stdout.write(result)
     except UsageError as error:

@@ -40,7 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> None:
     from genkit.data.shards import prepare
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("litdata").setLevel(logging.WARNING)  # its INFO lines size the writer's cache: not for the user
     data_words = [w for w in args.words if override_key(w).split(".")[0] in DATA_KEYS]
     options = parse(PrepareOptions, [w for w in args.words if w not in data_words])

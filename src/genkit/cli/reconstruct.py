@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
-
-log = logging.getLogger(__name__)
+from genkit.console import SUMMARY
 
 
 @dataclass
@@ -29,5 +27,5 @@ def run(options: ReconstructOptions) -> Path:
     x, mask = split["x"], split.get("mask")
     out = trained.output(options.out, "reconstructions", modality.suffix)
     modality.write_reconstructions(out, x, mask, trained.model.reconstruct(x, mask))
-    log.info("%d %s examples and their reconstructions written to %s", len(x), options.split, out)
+    SUMMARY.info("%d %s examples and their reconstructions written to %s", len(x), options.split, out)
     return out

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from genkit.cli.trained import CheckpointOptions, Trained, check_count
+from genkit.console import SUMMARY
 from genkit.errors import UsageError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,5 +38,5 @@ def run(options: SampleOptions) -> Path:
         raise UsageError(str(error)) from None
     out = trained.output(options.out, "samples", modality.suffix)
     modality.write_samples(out, samples)
-    log.info("%d samples (temperature %s) written to %s", options.n, options.temperature, out)
+    SUMMARY.info("%d samples (temperature %s) written to %s", options.n, options.temperature, out)
     return out

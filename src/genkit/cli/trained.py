@@ -30,6 +30,7 @@ class CheckpointOptions:
     ckpt: str = MISSING  # the checkpoint
     seed: int = 0  # seeds the command's random draws
     out: str = ""  # where to write; default: beside the checkpoint, named after it and the command
+    verbose: bool = True  # false (or -q): only the result, warnings and errors
 
 
 @dataclass

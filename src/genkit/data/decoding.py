@@ -15,13 +15,13 @@ import mmap
 import multiprocessing
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from genkit.console import Progress
 from genkit.data.base import Example, Recipe, Split
 from genkit.errors import DataError
 
@@ -31,37 +31,6 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 #: The in-memory path refuses a data set whose stored examples would take more than this share of RAM.
 MEMORY_SHARE = 0.5
-
-
-class Progress:
-    """A progress bar with an ETA over all splits, fed by a counter that worker processes may share;
-    one line per minute instead when the output is not a terminal."""
-
-    def __init__(self, done: Any, total: int, action: str) -> None:
-        self.done, self.total, self.action = done, total, action
-        self.finished = threading.Event()
-
-    def __enter__(self) -> Progress:
-        self.thread = threading.Thread(target=self.show, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.finished.set()
-        self.thread.join()
-
-    def show(self) -> None:
-        from tqdm import tqdm
-
-        interactive = sys.stderr.isatty()
-        with tqdm(total=self.total, unit="item", desc=self.action, disable=not interactive) as bar:
-            waited = 0.0
-            while not self.finished.wait(0.5):
-                bar.update(self.done.value - bar.n)
-                waited += 0.5
-                if not interactive and waited % 60 == 0:
-                    log.info("%s: %d of %d items", self.action, self.done.value, self.total)
-            bar.update(self.done.value - bar.n)
 
 
 def report_skipped(recipe: Recipe, skipped: list[str], total: int) -> None:

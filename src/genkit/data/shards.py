@@ -32,9 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genkit.console import SUMMARY, Progress
 from genkit.data.augment import Augment
 from genkit.data.base import DataModule, Recipe, batches_trained, padding_id, scaled
-from genkit.data.decoding import Progress, report_skipped
+from genkit.data.decoding import report_skipped
 from genkit.errors import DataError, DataNotFoundError
 from genkit.registry import register_data
 from genkit.spec import AudioSettings, DataSpec
@@ -121,7 +122,7 @@ def prepare(recipe: Recipe, out: str, workers: int = 0, overwrite: bool = False)
     folder = Path(out).expanduser()
     old = Manifest.read(str(folder)) if folder.is_dir() else None
     if old is not None and (old.source, old.fingerprint, old.format) == (recipe.source, recipe.fingerprint, FORMAT):
-        log.info("%s already holds %s prepared from the same files and settings: nothing to do", folder, old.source)
+        SUMMARY.info("%s already holds %s prepared from the same files and settings: nothing to do", folder, old.source)
         return old
     if old is not None and old.source != recipe.source and not overwrite:
         raise DataError(
@@ -164,7 +165,7 @@ def prepare(recipe: Recipe, out: str, workers: int = 0, overwrite: bool = False)
     manifest.write(folder)
     (folder / PREPARING).unlink()
     on_disk = sum(size for split in chunks.values() for size in split.values())
-    log.info(
+    SUMMARY.info(
         "prepared %s: %s examples, %.1f MB in %s",
         recipe.source,
         ", ".join(f"{split} {size}" for split, size in sizes.items()),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from genkit.console import progress
 from genkit.errors import DataError
 from genkit.training.objective import ELBOTerms, mutual_information, posterior_mean
 
@@ -163,7 +164,7 @@ def evaluate(
     model = model.to(device).eval()
     layout = model.metrics
     totals, nll_total, count = None, 0.0, 0
-    for batch in batches:
+    for batch in progress(batches, len(batches), f"-ELBO and NLL (k={k})"):
         x, mask = batch["x"].to(device), batch["mask"].to(device) if "mask" in batch else None
         values = model.batch_sums("test", x, model.elbo_terms(x, mask), mask=mask)
         totals = values if totals is None else totals + values

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import signal
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from genkit import plugins
 from genkit.checkpoint import AtomicCheckpointIO
 from genkit.compose import compose, entry_for
+from genkit.console import SUMMARY, be_quiet, quiet_dependencies, verbose
 from genkit.errors import TrainerConfigError
 from genkit.registry import PART_KINDS
 from genkit.training.metrics import summary_table
@@ -31,13 +31,15 @@ log = logging.getLogger(__name__)
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
     """Callbacks from the ``callbacks`` group (a dict of named nodes; null one to drop it)."""
     from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 
     callbacks = []
     for node in (cfg.get("callbacks") or {}).values():
         if node is None:
             continue
         callback = instantiate(node)
+        if isinstance(callback, ProgressBar) and not verbose():
+            continue
         if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
             callback.dirpath = str(output_dir / "checkpoints")
         callbacks.append(callback)
@@ -68,6 +70,7 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callbac
             **arguments,
             logger=loggers or False,
             callbacks=callbacks,
+            enable_progress_bar=verbose(),
             default_root_dir=str(output_dir),
             plugins=[AtomicCheckpointIO()],
         )
@@ -93,31 +96,6 @@ def skip_nvml_probe_without_gpu() -> None:
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
 
-def quiet_dependencies() -> None:
-    """Keep off the console what dependencies print that a genkit user cannot act on, each message
-    silenced narrowly, by its text and where it comes from; genkit's own warnings stay."""
-    # genkit logs epoch values it has already reduced exactly over all ranks (VAE.log_epoch),
-    # so Lightning's advice to add sync_dist=True does not apply.
-    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
-    # Lightning's own use of a torch pytree API that torch deprecated: for Lightning to change.
-    warnings.filterwarnings(
-        "ignore", message=r".*isinstance\(treespec, LeafSpec\)", module=r"lightning\.pytorch\.utilities\._pytree"
-    )
-    # genkit's metrics are per epoch; the per-step logging interval only thins train/loss_step, which
-    # an epoch shorter than the interval need not have.
-    warnings.filterwarnings(
-        "ignore",
-        message=r"The number of training batches .* is smaller than the logging interval",
-        module=r"lightning\.pytorch\.loops\.fit_loop",
-    )
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(drop_advertisements)
-
-
-def drop_advertisements(record: logging.LogRecord) -> bool:
-    """Lightning's tips to install its cloud logger and model registry."""
-    return not str(record.msg).startswith("💡 Tip:")
-
-
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
     # Argument validation in torch.distributions is a debugging aid that costs time every
@@ -125,6 +103,8 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     torch.distributions.Distribution.set_default_validate_args(False)
     skip_nvml_probe_without_gpu()
     quiet_dependencies()
+    if not cfg.get("verbose", True):
+        be_quiet()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     plugins.load(list(cfg.get("plugins") or []))
     start = resume_point(cfg, output_dir) if cfg.get("resume") else ResumePoint(None)
@@ -153,9 +133,9 @@ def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
             metrics.update({k: float(v) for k, v in results.items()})
         if trainer.is_global_zero:  # saved before W&B's final upload, which may wait on the network
-            log.info("final metrics\n%s", summary_table(metrics))
+            SUMMARY.info("final metrics\n%s", summary_table(metrics))
             if best:
-                log.info("best checkpoint: %s", best)
+                SUMMARY.info("best checkpoint: %s", best)
             results = {"metrics": metrics, "best_checkpoint": best, "config": OmegaConf.to_container(cfg, resolve=True)}
             (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
             for logger in loggers:

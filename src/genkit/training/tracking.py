@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from genkit import wandb_models
+from genkit.console import verbose
 from genkit.errors import LoggerConfigError
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def wandb_settings(options: DictConfig) -> Any:
         finish_timeout=float(options.get("finish_timeout", 120)),
         finish_timeout_raises=True,  # caught by finish_wandb, which says what to do
         quiet=True,
+        silent=not verbose(),  # quiet mode: not even W&B's lines on where the run is
     )
 
 
