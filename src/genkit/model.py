@@ -44,7 +44,11 @@ class VAE(L.LightningModule):
     """A variational autoencoder composed of registered parts.
 
     Args:
-        encoder, posterior, prior, decoder, likelihood: the parts (built by ``genkit.compose``).
+        encoder: x -> features (the parts are built by ``genkit.compose``).
+        posterior: features -> q(z|x).
+        prior: p(z).
+        decoder: z -> the likelihood's parameters.
+        likelihood: parameters -> p(x|z).
         spec: the data's spec.
         optimization: the optimiser, its schedule and step settings (None: Adam at 1e-3).
         latent_dim: size of z (the one place it is set; genkit wires it into the parts).
