@@ -86,3 +86,7 @@ class LoggerConfigError(GenkitError):
 class ExportError(GenkitError):
     """A part that cannot be exported as asked (it is not one graph, the format lacks an operator, the
     written graph disagrees with PyTorch, or the export extra is missing)."""
+
+
+class RunFolderError(GenkitError):
+    """A run folder that another running genkit run holds, or that holds another run's results."""

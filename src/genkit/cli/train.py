@@ -9,6 +9,7 @@ finished jobs are skipped and interrupted ones continue from their checkpoints.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,14 +17,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from genkit import config
 from genkit.cli.app import CommandLine, override_key, refuse, run
-from genkit.errors import GenkitError, ResumeError, SweepConfigError
+from genkit.errors import GenkitError, ResumeError, RunFolderError, SweepConfigError
 
 #: ``resume=auto``: each job continues whatever its own run folder holds (nothing: a fresh start),
 #: so the same command with a fixed ``hydra.run.dir``/``hydra.sweep.dir``, or a requeued SLURM
 #: job, restarts where it stopped.
 AUTO = "auto"
 #: Overrides a resumed run never inherits from the original command.
-NOT_INHERITED = ("resume", "hydra.run.dir", "hydra.sweep.dir")
+NOT_INHERITED = ("resume", "hydra.run.dir", "hydra.sweep.dir", "overwrite")
 
 
 def task(cfg: DictConfig) -> float:
@@ -78,6 +79,39 @@ def check_resume(command_line: CommandLine) -> None:
     checked_checkpoint(config.train_config(overrides, command_line.plugin_modules()), Path(folder))
 
 
+def check_run_folder(command_line: CommandLine) -> None:
+    """Before Hydra writes anything into an explicitly named run (or sweep) folder: refuse when a
+    running genkit run holds it, and a new run (not ``resume=``) where another run's results are,
+    unless ``overwrite=true``, which moves those results aside first."""
+    from genkit.training.folder import holder, in_use, move_aside, results_in
+
+    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank Lightning started inside the run
+        return
+    named = command_line.value("hydra.sweep.dir" if command_line.multirun else "hydra.run.dir")
+    if named is None or not Path(named).is_dir():
+        return
+    folder = Path(named)
+    runs = [folder, *(p for p in folder.iterdir() if p.is_dir())] if command_line.multirun else [folder]
+    for run_folder in runs:
+        if by := holder(run_folder):
+            raise in_use(run_folder, by)
+    if command_line.value("resume") is not None:
+        return
+    found = [
+        f"{run_folder.relative_to(folder.parent)}/{name}" for run_folder in runs for name in results_in(run_folder)
+    ]
+    if not found:
+        return
+    if str(command_line.value("overwrite")).lower() == "true":
+        sys.stderr.write(f"genkit: overwrite=true: moved what was in {folder} to {move_aside(folder)}\n")
+        return
+    shown = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+    raise RunFolderError(
+        f"{folder} already holds a run ({shown}): continue it with resume={folder}, train into another folder, "
+        f"or add overwrite=true to move it to {folder.name}-replaced-<time> first"
+    )
+
+
 def check_sweep(command_line: CommandLine) -> None:
     """Compose every job of a grid sweep before any starts, so an override that one job's parts do
     not have (``encoder=conv,mlp encoder.channels=[8]``) stops the sweep before the first job trains.
@@ -109,6 +143,7 @@ def main() -> None:
     try:
         command_line = resumed(CommandLine.parse(sys.argv))
         check_resume(command_line)
+        check_run_folder(command_line)
         check_sweep(command_line)
     except GenkitError as error:
         refuse(error)

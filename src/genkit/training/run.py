@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from genkit.compose import compose, entry_for
 from genkit.console import SUMMARY, be_quiet, quiet_dependencies, verbose
 from genkit.errors import TrainerConfigError
 from genkit.registry import PART_KINDS
+from genkit.training.folder import RunLock
 from genkit.training.metrics import summary_table
 from genkit.training.optimization import STEP_ARGUMENTS
 from genkit.training.resume import ResumePoint, check_same_data, resume_point
@@ -97,7 +99,21 @@ def skip_nvml_probe_without_gpu() -> None:
 
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    """Train and test one model; returns the final metrics (also written to ``metrics.json``)."""
+    """Train and test one model, holding ``output_dir``'s lock throughout (``genkit.training.folder``;
+    taken by rank zero: under DDP the other ranks share the folder); returns the final metrics (also
+    written to ``metrics.json``).
+
+    Raises:
+        RunFolderError: another running genkit run holds ``output_dir``.
+    """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    with RunLock(output_dir) if rank_zero_only.rank == 0 else nullcontext():
+        return train_in(cfg, output_dir)
+
+
+def train_in(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
+    """``train`` without the folder's lock."""
     # Argument validation in torch.distributions is a debugging aid that costs time every
     # step; genkit.testing's contract checks keep it on.
     torch.distributions.Distribution.set_default_validate_args(False)
