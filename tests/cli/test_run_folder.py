@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from conftest import kill, run, script, start, wait_for
+from genkit.cli.app import CommandLine
+from genkit.cli.train import check_run_folder
+from genkit.errors import RunFolderError
 from genkit.training.folder import LOCK_FILE, RunLock, holder
 
 
@@ -49,3 +54,14 @@ def test_a_released_lock_is_free_and_a_held_lock_names_its_holder(tmp_path):
     with RunLock(tmp_path):
         assert holder(tmp_path).startswith("pid ")
     assert holder(tmp_path) is None
+
+
+def test_only_the_process_of_rank_zero_checks_the_folder(trained, monkeypatch):
+    """The other processes of one run (DDP ranks, SLURM tasks) start with the folder their rank zero owns."""
+    command_line = CommandLine.parse(["genkit-train", f"hydra.run.dir={trained.folder}"])
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        check_run_folder(command_line)
+    for variable in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        with monkeypatch.context() as patched:
+            patched.setenv(variable, "1")
+            check_run_folder(command_line)

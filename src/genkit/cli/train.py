@@ -9,7 +9,6 @@ finished jobs are skipped and interrupted ones continue from their checkpoints.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -83,9 +82,9 @@ def check_run_folder(command_line: CommandLine) -> None:
     """Before Hydra writes anything into an explicitly named run (or sweep) folder: refuse when a
     running genkit run holds it, and a new run (not ``resume=``) where another run's results are,
     unless ``overwrite=true``, which moves those results aside first."""
-    from genkit.training.folder import holder, in_use, move_aside, results_in
+    from genkit.training.folder import holder, in_use, launched_rank, move_aside, results_in
 
-    if os.environ.get("LOCAL_RANK", "0") != "0":  # a DDP rank Lightning started inside the run
+    if launched_rank() != 0:  # another process of the same run (a DDP rank, a SLURM task)
         return
     named = command_line.value("hydra.sweep.dir" if command_line.multirun else "hydra.run.dir")
     if named is None or not Path(named).is_dir():

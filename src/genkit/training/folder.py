@@ -25,6 +25,19 @@ LOCK_FILE = ".genkit.lock"
 RESULTS = ("metrics.json", "checkpoints/*.ckpt", "csv/metrics.csv")
 
 
+#: Environment variables a launcher sets to a process's rank, in the order Lightning's ``rank_zero_only`` reads them.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def launched_rank() -> int:
+    """This process's rank as its launcher set it (0 for a single process): only rank zero takes or
+    probes a run folder's lock, so the processes of one DDP or multi-task SLURM run never race for it."""
+    for name in RANK_VARIABLES:
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
 def holder(folder: Path) -> str | None:
     """Who holds ``folder``'s lock ("pid 123 on node7 since ..."), or None when no running process does."""
     path = folder / LOCK_FILE

@@ -21,7 +21,7 @@ from genkit.compose import compose, entry_for
 from genkit.console import SUMMARY, be_quiet, quiet_dependencies, verbose
 from genkit.errors import TrainerConfigError
 from genkit.registry import PART_KINDS
-from genkit.training.folder import RunLock
+from genkit.training.folder import RunLock, launched_rank
 from genkit.training.metrics import summary_table
 from genkit.training.optimization import STEP_ARGUMENTS
 from genkit.training.resume import ResumePoint, check_same_data, resume_point
@@ -100,15 +100,13 @@ def skip_nvml_probe_without_gpu() -> None:
 
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train and test one model, holding ``output_dir``'s lock throughout (``genkit.training.folder``;
-    taken by rank zero: under DDP the other ranks share the folder); returns the final metrics (also
-    written to ``metrics.json``).
+    taken by rank zero: the other processes of a DDP run share the folder); returns the final metrics
+    (also written to ``metrics.json``).
 
     Raises:
         RunFolderError: another running genkit run holds ``output_dir``.
     """
-    from lightning.pytorch.utilities import rank_zero_only
-
-    with RunLock(output_dir) if rank_zero_only.rank == 0 else nullcontext():
+    with RunLock(output_dir) if launched_rank() == 0 else nullcontext():
         return train_in(cfg, output_dir)
 
 

@@ -165,10 +165,10 @@ class ModelKeepingWandbLogger(WandbLogger):
         """Log ``checkpoint`` as a model version (W&B trouble is a warning: the file stays on disk)."""
         metadata = {"file": checkpoint.name, "metrics": dict(metrics), "config": self.experiment.config.as_dict()}
         try:
+            self.kept[str(checkpoint)] = checkpoint.stat().st_mtime_ns
             wandb_models.log_checkpoint(self.experiment, checkpoint, aliases, metadata, self.models_folder)
         except Exception as error:  # keeping the model in W&B must never stop training
             log.warning("W&B: could not log %s as a model (%s: %s)", checkpoint, error.__class__.__name__, error)
-        self.kept[str(checkpoint)] = checkpoint.stat().st_mtime_ns
 
     @rank_zero_only
     def keep_best(self, checkpoint: str, metrics: dict[str, float]) -> None:
