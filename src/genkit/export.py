@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,10 @@ def export(model: Any, part: str, format: str, path: Path, output: str = "mean",
             program = captured(graph, inputs, part, model)
             path.parent.mkdir(parents=True, exist_ok=True)
             if format == "onnx":
-                runtime, difference = write_onnx(program, graph, inputs, names, path, model, part)
+                runtime, run = write_onnx(program, names, path, model, part)
             else:
-                runtime, difference = write_torchscript(graph, inputs, path, model, part)
+                runtime, run = write_torchscript(graph, inputs, path, model, part)
+            difference = largest_difference(graph, inputs, run)
     finally:
         Distribution.set_default_validate_args(validation)
     if difference > TOLERANCE:
@@ -157,19 +159,23 @@ def reason(error: BaseException) -> str:
     return first + (f" (at {where[-1][0]}:{where[-1][1]}, in {where[-1][2]})" if where else "")
 
 
-def difference(expected: Any, got: Any) -> float:
-    """The largest absolute difference between two tuples of arrays or tensors."""
-    return max(float((torch.as_tensor(g) - e).abs().max()) for e, g in zip(expected, got, strict=True))
+def largest_difference(graph: nn.Module, inputs: Any, run: Callable[[tuple[Tensor, ...]], Any]) -> float:
+    """The largest absolute difference between PyTorch's outputs and the exported graph's (``run``) on
+    batches of each of ``CHECK_BATCHES`` examples."""
+    worst = 0.0
+    for n in CHECK_BATCHES:
+        example = inputs(n)
+        pairs = zip(as_tuple(graph(*example)), as_tuple(run(example)), strict=True)
+        worst = max(worst, *(float((torch.as_tensor(got) - expected).abs().max()) for expected, got in pairs))
+    return worst
 
 
 def as_tuple(value: Any) -> tuple[Tensor, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-def write_onnx(
-    program: Any, graph: nn.Module, inputs: Any, names: dict, path: Path, model: Any, part: str
-) -> tuple[str, float]:
-    """Write the captured program as ONNX and run it in ONNX Runtime against PyTorch."""
+def write_onnx(program: Any, names: dict, path: Path, model: Any, part: str) -> tuple[str, Callable]:
+    """Write the captured program as ONNX; what runs it (ONNX Runtime) and a function running it on inputs."""
     try:
         import onnxruntime
     except ImportError:
@@ -188,17 +194,16 @@ def write_onnx(
     except Exception as error:
         raise ExportError(f"{parts_of(model, part)} cannot be written as ONNX: {reason(error)}") from None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for n in CHECK_BATCHES:
-        example = inputs(n)
-        feed = {name: tensor.numpy() for name, tensor in zip(names["inputs"], example, strict=True)}
-        worst = max(worst, difference(as_tuple(graph(*example)), session.run(None, feed)))
-    return f"ONNX Runtime {onnxruntime.__version__}", worst
+
+    def run(example: tuple[Tensor, ...]) -> list[Any]:
+        return session.run(None, {name: t.numpy() for name, t in zip(names["inputs"], example, strict=True)})
+
+    return f"ONNX Runtime {onnxruntime.__version__}", run
 
 
-def write_torchscript(graph: nn.Module, inputs: Any, path: Path, model: Any, part: str) -> tuple[str, float]:
-    """Trace ``graph`` to TorchScript (torch.export has vouched that it is one graph), save it, load it back
-    and run it against PyTorch."""
+def write_torchscript(graph: nn.Module, inputs: Any, path: Path, model: Any, part: str) -> tuple[str, Callable]:
+    """Trace ``graph`` to TorchScript (torch.export has vouched that it is one graph) and save it; what runs
+    it (the module loaded back) and a function running it on inputs."""
     with warnings.catch_warnings():
         # PyTorch deprecates TorchScript in favour of torch.export; a user who asks for TorchScript needs it.
         warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
@@ -208,11 +213,7 @@ def write_torchscript(graph: nn.Module, inputs: Any, path: Path, model: Any, par
             raise ExportError(f"{parts_of(model, part)} cannot be traced to TorchScript: {reason(error)}") from None
         traced.save(str(path))
         loaded = torch.jit.load(str(path))
-    worst = 0.0
-    for n in CHECK_BATCHES:
-        example = inputs(n)
-        worst = max(worst, difference(as_tuple(graph(*example)), as_tuple(loaded(*example))))
-    return f"TorchScript (torch {torch.__version__})", worst
+    return f"TorchScript (torch {torch.__version__})", lambda example: loaded(*example)
 
 
 def describe(model: Any, part: str, format: str, output: str, shapes: list[list[int]], source: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
+from genkit.console import on_terminal
 from genkit.modalities import Examples
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class CheckpointOnInterrupt(Callback):
 def progress_bar(refresh_rate: int = 20) -> ProgressBar:
     """Where the output is a terminal, a Rich bar redrawn every ``refresh_rate`` steps (0: none) with the
     epoch's metrics; elsewhere (a SLURM log, CI, ``| tee``) one line per epoch, so a log stays small."""
-    if not sys.stderr.isatty():
+    if not on_terminal():
         return EpochLines()
     from lightning.pytorch.callbacks import RichProgressBar
 
