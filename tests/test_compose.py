@@ -12,9 +12,18 @@ from omegaconf import OmegaConf
 import genkit
 from genkit import DataSpec, build_model
 from genkit.compose import build_part
-from genkit.errors import DataNotFoundError, IncompatiblePartsError, PartConfigError, UnknownPartError, WiringError
+from genkit.config import train_config
+from genkit.errors import (
+    DataNotFoundError,
+    IncompatiblePartsError,
+    PartConfigError,
+    UnknownPartError,
+    UsageError,
+    WiringError,
+)
 from genkit.registry import registry
 from genkit.training.optimization import learning_rate_schedule, optimizer_factory
+from genkit.training.run import train
 
 
 def node(kind: str, name: str, **params) -> dict:
@@ -150,6 +159,26 @@ def test_values_scripts_fuzz_config_found_raw_errors_for_are_clean_errors():
         build_model(cfg, data_spec("digits"))
     with pytest.raises(PartConfigError, match="encoder 'mlp' \\(genkit\\) refused its configuration"):
         build_part("encoder", node("encoder", "mlp", hidden=[-4]), {"spec": data_spec("digits")})
+
+
+@pytest.mark.parametrize(
+    ("override", "error", "message"),
+    [
+        ("seed=-1", UsageError, "seed must be a whole number from 0 to 4294967295, got -1"),
+        ("seed=1.5", UsageError, "seed must be a whole number"),
+        ("verbose=3", UsageError, "verbose must be true or false, got 3"),
+        ("compile=fast", UsageError, "compile='fast' is not a torch.compile backend; use one of .*inductor"),
+        ("model.beta=nan", PartConfigError, "model.beta must be a finite number, got nan"),
+        ("likelihood.sigma=inf", PartConfigError, "likelihood.sigma must be a finite number, got inf"),
+        ("objective=val/nll", UsageError, "objective 'val/nll' is not a metric this model logs; choose one of"),
+    ],
+)
+def test_bad_run_options_are_refused_before_anything_is_seeded_or_built(override, error, message, tmp_path):
+    """Each of these once ended in a raw traceback or, worse, in a NaN loss blamed on the learning rate."""
+    cfg = train_config(["logger=none", "likelihood=gaussian", override])
+    with pytest.raises(error, match=message):
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_vamp_prior_shares_the_encoder_and_survives_deepcopy_and_pickle():

@@ -8,6 +8,7 @@ import importlib
 import io
 import os
 import pickle
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,12 +80,29 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Any], DictConfig]:
         CheckpointError: the file is missing, unreadable, or not a genkit checkpoint.
     """
     path = local_checkpoint(path)
+    if path.is_dir():
+        inside = sorted(str(p) for p in path.rglob("*.ckpt"))[:3]
+        raise CheckpointError(
+            f"checkpoint {path} is a folder; give a checkpoint file"
+            + (f", e.g. {', '.join(inside)}" if inside else " (it holds no .ckpt files)")
+        )
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({error.__class__.__name__}: {error})") from error
+    except pickle.UnpicklingError as error:  # torch's advice (weights_only=False) would run the file's code
+        refused = re.search(r"GLOBAL (\S+) (?:was not an allowed|whose module)", str(error))
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read: it holds objects other than tensors and plain values"
+            + (f" ({refused.group(1)})" if refused else "")
+            + ". genkit never runs code from a file, so only checkpoints genkit-train wrote load"
+        ) from error
+    except Exception as error:  # a file that is not a checkpoint fails in the unpickler in many ways
+        reason = str(error).split(". ")[0]
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({error.__class__.__name__}: {reason}): "
+            "it is damaged or not a PyTorch checkpoint"
+        ) from error
     meta = checkpoint.get("genkit") if isinstance(checkpoint, dict) else None
     if not meta:
         raise CheckpointError(f"{path} is not a genkit checkpoint (no 'genkit' section with the run's config)")

@@ -9,11 +9,12 @@ the shapes are wired by parameter name, so no config repeats a number another pa
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from genkit.errors import IncompatiblePartsError, PartConfigError, WiringError
+from genkit.errors import IncompatiblePartsError, PartConfigError, UsageError, WiringError
 from genkit.parts.base import verify
 from genkit.registry import KINDS, PART_KINDS, PLURALS, WIRING_SOURCES, Entry, registry
 from genkit.spec import DataSpec
@@ -36,9 +37,15 @@ def entry_for(kind: str, node: DictConfig | dict) -> Entry:
 
 
 def user_params(kind: str, node: DictConfig | dict) -> dict[str, Any]:
-    """A node's user parameters as plain Python, refusing values for the kind's wired arguments."""
+    """A node's user parameters as plain Python, refusing values for the kind's wired arguments and
+    NaN or infinite numbers (no part option means anything by them, and they would surface only as
+    a NaN loss later, blamed on the learning rate)."""
     params = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
     params = {k: v for k, v in params.items() if not k.startswith("_")}
+    for key, value in params.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise PartConfigError(f"{kind}.{key} must be a finite number, got {value}")
     for key in params.keys() & KINDS[kind].wiring:
         source = WIRING_SOURCES.get(key, "the parts genkit builds")
         raise WiringError(
@@ -102,6 +109,12 @@ def build_model(
         raise PartConfigError(
             f"scheduler.monitor {schedule.monitor!r} is not a metric this model logs; "
             f"choose one of {', '.join(model.metrics.epoch_metrics())}"
+        )
+    objective = cfg.get("objective", "val/nelbo")
+    if objective not in model.metrics.epoch_metrics():
+        raise UsageError(
+            f"objective {objective!r} is not a metric this model logs; choose one of "
+            f"{', '.join(model.metrics.epoch_metrics())}"
         )
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     verify(model)

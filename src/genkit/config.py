@@ -90,3 +90,38 @@ def train_config(overrides: Sequence[str] = (), plugin_modules: Sequence[str] = 
     prepare(plugin_modules)
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=list(overrides))
+
+
+#: The largest seed: numpy's generators, which Lightning seeds too, take 32-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+def check_run_options(cfg: DictConfig) -> None:
+    """Refuse genkit-train's own top-level options (those no part owns) with values it cannot use,
+    before anything is seeded or built; a sweep checks every job's before any starts.
+
+    Raises:
+        UsageError: naming the option, the value and what it takes.
+    """
+    from genkit.errors import UsageError
+
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
+    for flag in ("verbose", "overwrite"):
+        if not isinstance(cfg.get(flag), bool):
+            raise UsageError(f"{flag} must be true or false, got {cfg.get(flag)!r}")
+    plugin_modules = cfg.get("plugins")
+    if plugin_modules is not None and not (
+        isinstance(plugin_modules, Sequence) and all(isinstance(m, str) for m in plugin_modules)
+    ):
+        raise UsageError(f"plugins must be a list of module names, e.g. plugins=[my_parts], got {plugin_modules!r}")
+    backend = cfg.get("compile")
+    if backend is not None:
+        import torch._dynamo
+
+        if backend not in torch._dynamo.list_backends(exclude_tags=()):
+            raise UsageError(
+                f"compile={backend!r} is not a torch.compile backend; use one of "
+                f"{', '.join(torch._dynamo.list_backends())} (or eager to debug), or null for no compiling"
+            )

@@ -21,7 +21,7 @@ from torch.distributions import Distribution
 
 from genkit.checkpoint import rng_states, set_rng_states
 from genkit.modalities import modality_of
-from genkit.parts.base import Decoder, Encoder, Likelihood, Posterior, Prior
+from genkit.parts.base import Decoder, Encoder, Likelihood, Posterior, Prior, verify
 from genkit.registry import register_model
 from genkit.spec import DataSpec
 from genkit.training.metrics import METRIC_LABELS, SPLITS, EpochSums, MetricLayout
@@ -113,6 +113,8 @@ class VAE(L.LightningModule):
         self.run_config: dict[str, Any] = {}
         self.sums = {split: EpochSums() for split in SPLITS}
         self.nonfinite: Tensor | None = None
+        #: Whether this process has checked the parts on a batch of real data (``check_on_data``).
+        self.checked_on_data = False
         self.resumed_rng: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- wiring and objective
@@ -184,6 +186,22 @@ class VAE(L.LightningModule):
         return self.metrics.pack(split, terms, loss, mask, distances)
 
     # ----------------------------------------------------------------- Lightning hooks
+    def check_on_data(self, split: str, batch: dict[str, Tensor]) -> None:
+        """The contract check on the first real batch this process sees (in a batch-start hook, not a
+        step: a compiled step would recompile on the flag)."""
+        if not self.checked_on_data:
+            verify(self, batch, f"the first {split} batch")
+            self.checked_on_data = True
+
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.check_on_data("training", batch)
+
+    def on_validation_batch_start(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.check_on_data("validation", batch)
+
+    def on_test_batch_start(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.check_on_data("test", batch)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         terms = self.elbo_terms(batch["x"], batch.get("mask"), self.iwae_k)
         beta = self.kl_weight(self.global_step)

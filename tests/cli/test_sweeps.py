@@ -89,3 +89,6 @@ def test_a_sweep_job_that_cannot_compose_stops_the_sweep_before_any_job_starts(t
     assert "sweep job 1 of 2 (encoder=mlp encoder.channels=[8]" in refused
     assert "Key 'channels' not in 'encoder_mlp'" in refused
     assert not sweep.exists(), "job 0 (conv, which has channels) must not have run"
+    refused = train_refuses("-m", "seed=0,-1", *TINY, f"hydra.sweep.dir={sweep}")
+    assert "sweep job 1 of 2 (seed=-1" in refused and "seed must be a whole number from 0 to" in refused
+    assert not sweep.exists(), "job 0 must not have run"

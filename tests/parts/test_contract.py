@@ -14,9 +14,11 @@ import genkit
 from conftest import RATE, digits_folder
 from genkit import DataSpec
 from genkit.compose import build_model
+from genkit.config import train_config
 from genkit.errors import PartContractError
 from genkit.registry import registry
 from genkit.testing import check_part
+from genkit.training.run import train
 
 SPEC = DataSpec("image", (1, 8, 8), "unit_interval")
 
@@ -181,6 +183,31 @@ def test_composition_refuses_a_broken_registered_part(temporary_encoder):
     )
     with pytest.raises(PartContractError, match=r"encoder 'wrong_width' \(local:test_contract\)"):
         build_model(cfg, SPEC)
+
+
+class ThreeExampleEncoder(genkit.Encoder):
+    """Right on the probe's 3 examples only: it reshapes to a batch of 3, as a part tried on nothing else might."""
+
+    def __init__(self, spec: DataSpec) -> None:
+        super().__init__()
+        self.net = nn.Linear(spec.numel, 8)
+        self.out_features = 8
+
+    def forward(self, x, mask=None):
+        return self.net(x.reshape(3, -1))
+
+
+def test_a_part_wrong_at_the_real_batch_size_is_named_at_its_first_batch(temporary_encoder, tmp_path):
+    temporary_encoder("three_only", ThreeExampleEncoder)
+    cfg = train_config(
+        ["encoder=three_only", "data.batch_size=32", "+trainer.num_sanity_val_steps=0", "logger=none", "callbacks=none"]
+    )
+    with pytest.raises(
+        PartContractError,
+        match=r"on the first training batch of 32 examples .*encoder 'three_only' \(local:test_contract\): "
+        r"raised RuntimeError: shape '\[3, -1\]' is invalid",
+    ):
+        train(cfg, tmp_path / "run")
 
 
 def test_waveform_parts_pass_the_plugin_authors_check(tmp_path):

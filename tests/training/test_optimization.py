@@ -59,6 +59,14 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
 
 
+def test_a_nan_loss_at_the_initial_weights_is_not_blamed_on_the_learning_rate(tmp_path):
+    model = build_model(config(), SPEC)
+    model.likelihood = PoisonedAfter(SPEC, steps=0)  # NaN in training mode only: the eval-mode contract check passes
+    with pytest.raises(NonFiniteLossError, match=r"nan before the first optimiser step, at the initial weights") as e:
+        trainer(tmp_path, max_epochs=1).fit(model, datamodule=Digits())
+    assert "optim.lr" not in str(e.value)
+
+
 def test_validation_metrics_are_exact_means_over_the_split(tmp_path):
     torch.manual_seed(0)
     model = build_model(config(), SPEC)

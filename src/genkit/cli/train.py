@@ -128,7 +128,11 @@ def check_sweep(command_line: CommandLine) -> None:
     jobs = [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
     for number, job in enumerate(jobs):
         try:
-            config.train_config(job, modules)
+            config.check_run_options(config.train_config(job, modules))
+        except GenkitError as error:
+            raise SweepConfigError(
+                f"sweep job {number} of {len(jobs)} ({' '.join(job)}): {error}. No job was started."
+            ) from None
         except Exception as error:  # Hydra and OmegaConf composition errors, whatever their class
             reason = " ".join(f"{error} {error.__cause__ or ''}".split())
             raise SweepConfigError(

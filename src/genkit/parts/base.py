@@ -223,8 +223,10 @@ def probe(kind: str, part: Any, step: Callable[[], list[str]], problems: dict[st
         problems.setdefault(describe(kind, part), []).extend(found)
 
 
-def verify(model: VAE) -> None:
-    """Check every part of ``model`` against its contract on a probe batch.
+def verify(model: VAE, batch: dict[str, Tensor] | None = None, where: str = "a probe batch") -> None:
+    """Check every part of ``model`` against its contract on a probe batch, or on ``batch`` (described
+    by ``where``): the model checks its first batch of real data too, since a part can be right on a
+    few synthetic examples and wrong at the real batch size or on real values.
 
     Runs in eval mode without gradients and on a forked RNG, so neither the model's
     state nor the run's random stream changes.
@@ -232,15 +234,16 @@ def verify(model: VAE) -> None:
     Raises:
         PartContractError: listing every broken part, what it did and what was expected.
     """
-    spec, n, d = model.spec, PROBE_SIZE, model.latent_dim
+    spec, d = model.spec, model.latent_dim
     device = next(model.parameters(), torch.empty(0)).device
     problems: dict[str, list[str]] = {}
     found: dict[str, Any] = {}
     training = model.training
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            batch = synthetic_batch(spec, n)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            batch = synthetic_batch(spec) if batch is None else batch
+            n = len(batch["x"])
             x, mask = batch["x"].to(device), batch["mask"].to(device) if "mask" in batch else None
 
             def encoder() -> list[str]:
@@ -296,6 +299,6 @@ def verify(model: VAE) -> None:
     if problems:
         listing = "; ".join(f"{part}: {', '.join(issues)}" for part, issues in problems.items())
         raise PartContractError(
-            f"a part breaks its contract on a probe batch of {n} examples of {spec.describe()} data: {listing}. "
+            f"a part breaks its contract on {where} of {n} examples of {spec.describe()} data: {listing}. "
             "The contracts are in genkit.parts (docs/plugins.md); genkit.testing.check_part finds these in a test."
         )

@@ -248,6 +248,12 @@ def guard_finite(module: LightningModule, loss: Tensor, flag: Tensor | None, bat
         or batch_idx + 1 >= trainer.num_training_batches
     )
     if due and bool(flag):
+        if module.global_step == 0:  # no update yet: the learning rate cannot be the cause
+            raise NonFiniteLossError(
+                f"the training loss was {loss.item()} before the first optimiser step, at the initial weights: a part "
+                "computes a NaN or infinite value in training mode on this data (the parts' contract check passed "
+                "on the first batch in eval mode, so look at dropout, batch statistics or the model options)"
+            )
         raise NonFiniteLossError(
             f"the training loss became {loss.item()} by step {module.global_step} (epoch {module.current_epoch}); "
             "training stopped and the last checkpoint written before it is kept. Lower optim.lr, "

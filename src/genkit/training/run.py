@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from genkit import plugins
 from genkit.checkpoint import AtomicCheckpointIO
 from genkit.compose import compose, entry_for
+from genkit.config import check_run_options
 from genkit.console import SUMMARY, be_quiet, quiet_dependencies, verbose
 from genkit.errors import TrainerConfigError
 from genkit.registry import PART_KINDS
@@ -117,7 +118,8 @@ def train_in(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     torch.distributions.Distribution.set_default_validate_args(False)
     skip_nvml_probe_without_gpu()
     quiet_dependencies()
-    if not cfg.get("verbose", True):
+    check_run_options(cfg)
+    if not cfg.verbose:
         be_quiet()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     plugins.load(list(cfg.get("plugins") or []))
