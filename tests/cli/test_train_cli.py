@@ -294,3 +294,15 @@ def test_clipping_accumulation_and_a_plateau_schedule_from_the_command_line(tmp_
     bad = run(bad, cli_env, tmp_path)
     assert bad.returncode == 1 and "gradient_clip_algorithm must be 'norm' or 'value', got 'max'" in bad.stderr
     assert "Traceback" not in bad.stderr and not (refused / "checkpoints").exists()  # refused before training
+
+
+def test_a_run_that_trained_no_step_says_so_instead_of_naming_a_best_checkpoint(tmp_path, caplog):
+    from genkit.config import train_config
+    from genkit.training.run import train
+
+    with caplog.at_level("INFO"):
+        metrics = train(train_config(["trainer.max_epochs=0", "logger=none"]), tmp_path / "run")
+    assert "no training step was taken (trainer.max_epochs=0" in caplog.text
+    assert "val/test: the initial weights: no training step was taken" in caplog.text
+    assert "best checkpoint" not in caplog.text and "val/nelbo" in metrics
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best_checkpoint"] == ""

@@ -188,10 +188,57 @@ def test_images_decode_as_pil_gives_them_and_16_bit_pngs_keep_their_levels(tmp_p
                 fit_image("train", (tmp_path / name, 0), size, mode)["x"], expected.transpose(2, 0, 1)
             )
 
+
+def test_every_bit_depth_keeps_its_levels_and_transparency_meets_the_background(tmp_path: Path, caplog):
+    """PIL's convert would saturate 16-bit levels, floor float pixels to 0 and 1 and keep whatever colour
+    transparent pixels store; each of these comes out as 8-bit levels of the file's full range."""
+    from genkit.data.images import fit_image
+
     gradient = np.linspace(0, 65535, 32 * 32).round().astype(np.uint16).reshape(32, 32)
-    Image.fromarray(gradient).save(tmp_path / "deep.png")  # 16 bits per pixel
-    x = fit_image("train", (tmp_path / "deep.png", 0), 32, "L")["x"][0]
-    assert np.abs(x.astype(int) - np.round(gradient / 257)).max() == 0 and (x == 255).mean() < 0.01
+    expected = np.round(gradient / 257)
+    Image.fromarray(gradient).save(tmp_path / "deep.png")  # 16 bits per pixel, through torchvision
+    Image.fromarray(gradient).save(tmp_path / "deep.tif")  # 16 bits per pixel, through PIL
+    Image.fromarray((gradient / 65535).astype(np.float32), "F").save(tmp_path / "float.tif")
+    for name in ("deep.png", "deep.tif", "float.tif"):
+        x = fit_image("train", (tmp_path / name, 0), 32, "L")["x"][0]
+        assert np.abs(x.astype(int) - expected).max() == 0, name
+        assert np.array_equal(fit_image("train", (tmp_path / name, 0), 32, "RGB")["x"], np.stack([x] * 3))
+
+    rgba = np.zeros((32, 32, 4), np.uint8)
+    rgba[8:24, 8:24] = [255, 0, 0, 255]  # an opaque red square
+    rgba[:8, :, :3] = [0, 255, 0]  # green stored under transparent pixels
+    rgba[24:, :] = [0, 0, 255, 128]  # half-transparent blue
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.webp", lossless=True)  # through PIL
+    Image.fromarray(rgba[..., :3], "RGB").quantize(4).save(tmp_path / "palette.png", transparency=0)
+    for name in ("rgba.png", "rgba.webp"):
+        for background, level in (("black", 0), ("white", 255)):
+            x = fit_image("train", (tmp_path / name, 0), 32, "RGB", background)["x"]
+            assert (x[:, 0, 0] == level).all() and (x[:, 16, 16] == [255, 0, 0]).all(), (name, background)
+            assert (x[:, 30, 0] == [round(level * 127 / 255)] * 2 + [round((255 * 128 + level * 127) / 255)]).all()
+    palette = Image.open(tmp_path / "palette.png")
+    transparent = np.asarray(palette) == 0
+    x = fit_image("train", (tmp_path / "palette.png", 0), 32, "RGB", "white")["x"]
+    assert transparent.any() and (x[:, transparent] == 255).all()
+
+    Image.fromarray((gradient / 255).astype(np.float32), "F").save(tmp_path / "hdr.tif")  # 0 to 257
+    Image.fromarray(gradient.astype(np.int32), "I").save(tmp_path / "wide.tif")
+    assert fit_image("train", (tmp_path / "hdr.tif", 0), 32, "L") == (
+        "floating-point pixels outside [0, 1]: scale them to [0, 1] first"
+    )
+    assert fit_image("train", (tmp_path / "wide.tif", 0), 32, "L").startswith("32-bit integer pixels")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for copy in range(4):
+        for name in ("deep.png", "float.tif", "rgba.png"):
+            (folder / f"{copy}{name}").write_bytes((tmp_path / name).read_bytes())
+    (folder / "hdr.tif").write_bytes((tmp_path / "hdr.tif").read_bytes())
+    with caplog.at_level("WARNING"):
+        ImageFolder(path=str(folder), size=16, cache_dir="", val_fraction=0.25, test_fraction=0.25, workers=1).setup()
+    assert "skipped 1 unusable item(s)" in caplog.text
+    assert "hdr.tif (floating-point pixels outside [0, 1]" in caplog.text
+    with pytest.raises(ValueError, match="data.background must be one of black, white, got 'grey'"):
+        ImageFolder(path=str(folder), background="grey")
 
 
 def test_image_folder_without_images_says_so(tmp_path: Path):

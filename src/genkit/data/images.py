@@ -9,6 +9,7 @@ import os
 import stat
 from functools import cached_property, partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -249,6 +250,10 @@ class ImageFolder(ArrayDataModule):
         path: the folder.
         size: output height and width in pixels.
         channels: 1 (greyscale) or 3 (RGB).
+        background: ``black`` or ``white``, what transparent pixels (an alpha channel, a transparent
+            palette entry) are composited onto. Files of any bit depth (16-bit PNG or TIFF, float TIFF
+            in [0, 1]) become 8-bit levels of their full range; other float ranges and 32-bit integer
+            pixels are skipped, with the reason in the warning.
         val_fraction: share of images held out for validation (fixed seeded split).
         test_fraction: share of images held out for testing.
         cache_dir: where decoded images are cached (empty: no cache).
@@ -264,6 +269,7 @@ class ImageFolder(ArrayDataModule):
         path: str = "",
         size: int = 32,
         channels: int = 3,
+        background: str = "black",
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         cache_dir: str = "~/.cache/genkit/data",
@@ -290,7 +296,10 @@ class ImageFolder(ArrayDataModule):
             raise ValueError(f"data.channels must be 1 or 3, got {channels}")
         if workers < 0:
             raise ValueError(f"data.workers must be 0 (one per core) or more, got {workers}")
+        if background not in BACKGROUNDS:
+            raise ValueError(f"data.background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
         self.path = Path(path).expanduser() if path else None
+        self.background = background
         self.size = size
         self.channels = channels
         self.val_fraction = val_fraction
@@ -333,7 +342,8 @@ class ImageFolder(ArrayDataModule):
         self.class_names = sorted({name.split("/")[0] for name, _ in scanned}) if labelled else []
         label = {name: i for i, name in enumerate(self.class_names)}
         items = [(self.path / name, label[name.split("/")[0]] if labelled else 0) for name, _ in scanned]
-        digest = hashlib.sha256(f"{self.size} {self.channels} {self.val_fraction} {self.test_fraction}".encode())
+        settings = f"{self.size} {self.channels} {self.background} {self.val_fraction} {self.test_fraction}"
+        digest = hashlib.sha256(settings.encode())
         for name, status in scanned:
             digest.update(f"\n{name} {status.st_size} {status.st_mtime_ns}".encode())
         indices = split_indices(len(items), self.val_fraction, self.test_fraction)
@@ -341,7 +351,9 @@ class ImageFolder(ArrayDataModule):
             source=f"image_folder {self.path.resolve()}",
             spec=DataSpec("image", (self.channels, self.size, self.size), "unit_interval", classes=self.class_names),
             items={name: [items[i] for i in index.tolist()] for name, index in indices.items()},
-            decode=partial(fit_image, size=self.size, mode="L" if self.channels == 1 else "RGB"),
+            decode=partial(
+                fit_image, size=self.size, mode="L" if self.channels == 1 else "RGB", background=self.background
+            ),
             fingerprint=digest.hexdigest(),
             scale=255.0,
             describe=lambda item: str(item[0].relative_to(self.path)),
@@ -366,9 +378,14 @@ class ImageFolder(ArrayDataModule):
 FAST_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
 
-def fit_image(split: str, item: tuple[Path, int], size: int, mode: str) -> Example | str:
+#: The colours transparent pixels are composited onto (``data.background``), as 8-bit levels.
+BACKGROUNDS = {"black": 0, "white": 255}
+
+
+def fit_image(split: str, item: tuple[Path, int], size: int, mode: str, background: str = "black") -> Example | str:
     """One image file resized and centre-cropped to ``size`` (uint8 ``[C, H, W]``, PIL's ``ImageOps.fit``),
-    or why it is unreadable."""
+    or why it is unusable. Whatever the file's bit depth, pixels come out as 8-bit levels of its full
+    range, and transparent pixels are composited onto ``background``."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     file, label = item
@@ -377,26 +394,76 @@ def fit_image(split: str, item: tuple[Path, int], size: int, mode: str) -> Examp
         return {"x": pixels if mode == "RGB" else luma(pixels), "y": label}
     try:
         with Image.fromarray(pixels.transpose(1, 2, 0)) if pixels is not None else Image.open(file) as image:
+            image = eight_bit(image, background)
+            if isinstance(image, str):
+                return image
             fitted = np.asarray(ImageOps.fit(image.convert(mode), (size, size)))
     except (OSError, UnidentifiedImageError, ValueError) as error:
         return error.__class__.__name__
     return {"x": fitted.reshape(size, size, -1).transpose(2, 0, 1), "y": label}
 
 
+def eight_bit(image: Any, background: str) -> Any:
+    """A PIL image as 8-bit grey or colour without transparency, or why it cannot be: PIL's own
+    ``convert`` would cut 16-bit levels off at 255, turn float pixels in [0, 1] into 0 and 1, and
+    drop an alpha channel leaving whatever colour the transparent pixels happen to store."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16"):
+        levels = np.asarray(image).astype(np.int64)
+        return Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8), "L")
+    if image.mode == "I":
+        return "32-bit integer pixels: save the image with 8 or 16 bits per channel"
+    if image.mode == "F":
+        values = np.asarray(image)
+        if not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+            return "floating-point pixels outside [0, 1]: scale them to [0, 1] first"
+        return Image.fromarray(np.round(values * 255).astype(np.uint8), "L")
+    if "A" in image.mode or "a" in image.mode or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA")).transpose(2, 0, 1)
+        return Image.fromarray(composite(rgba, background).transpose(1, 2, 0), "RGB")
+    return image
+
+
+def composite(rgba: np.ndarray, background: str) -> np.ndarray:
+    """8-bit RGBA ``[4, H, W]`` -> RGB ``[3, H, W]`` over ``background`` (opaque images are unchanged)."""
+    rgb, alpha = rgba[:3], rgba[3:]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgb)
+    alpha = alpha.astype(np.uint32)
+    mixed = rgb * alpha + BACKGROUNDS[background] * (255 - alpha)
+    return ((mixed + 127) // 255).astype(np.uint8)
+
+
 def decode_rgb(file: Path) -> np.ndarray | None:
     """A JPEG or PNG as 8-bit RGB ``[3, H, W]``, as PIL's ``convert("RGB")`` gives it; 16-bit PNGs are
     rounded to 8 bits (PIL would cut their grey levels off at 255). None when torchvision cannot read
-    the file: PIL then tries, and names what is wrong in its terms."""
+    the file, or it is a PNG with transparency (torchvision's RGB_ALPHA misreads palette PNGs): PIL then
+    reads it, and names what is wrong in its terms."""
     from torchvision.io import ImageReadMode, decode_image
 
     try:
-        encoded = torch.frombuffer(bytearray(file.read_bytes()), dtype=torch.uint8)
-        pixels = decode_image(encoded, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError):  # ValueError: an empty file
+        data = file.read_bytes()
+        if transparent_png(data):
+            return None
+        pixels = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError, OSError):  # ValueError: an empty file
         return None
     if pixels.dtype == torch.uint16:
         pixels = (pixels.to(torch.int32) * 255 + 32767) // 65535
     return pixels.to(torch.uint8).numpy()
+
+
+#: The first bytes of every PNG file.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def transparent_png(data: bytes) -> bool:
+    """Whether PNG bytes hold transparency: an alpha channel (colour types 4 and 6) or a ``tRNS`` chunk
+    (which comes before the image data)."""
+    return (
+        data[:8] == PNG_SIGNATURE and len(data) > 25 and (data[25] in (4, 6) or b"tRNS" in data[: data.find(b"IDAT")])
+    )
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:

@@ -181,14 +181,15 @@ def evaluate(
     return metrics
 
 
-def summary_table(metrics: dict[str, float]) -> str:
-    """Rows train/val/test, columns -ELBO, rec, KL (nats per example) and the rest present."""
+def summary_table(metrics: dict[str, float], weights: str = "best checkpoint") -> str:
+    """Rows train/val/test, columns -ELBO, rec, KL (nats per example) and the rest present; ``weights``
+    says which weights val and test measured."""
     columns = [c for c in METRIC_LABELS if any(f"{s}/{c}" in metrics for s in SPLITS)]
     lines = ["        " + "".join(f"{METRIC_LABELS[c]:>14}" for c in columns)]
     for split in SPLITS:
         cells = [f"{metrics[f'{split}/{c}']:>14.4f}" if f"{split}/{c}" in metrics else f"{'':>14}" for c in columns]
         lines.append(f"{split:<8}" + "".join(cells))
-    return "\n".join(lines) + "\n(nats per example; train: running mean over the last epoch; val/test: best checkpoint)"
+    return "\n".join(lines) + f"\n(nats per example; train: running mean over the last epoch; val/test: {weights})"
 
 
 def eval_table(split: str, metrics: dict[str, float], k: int) -> str:

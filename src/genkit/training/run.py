@@ -149,7 +149,17 @@ def train_in(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
             metrics.update({k: float(v) for k, v in results.items()})
         if trainer.is_global_zero:  # saved before W&B's final upload, which may wait on the network
-            SUMMARY.info("final metrics\n%s", summary_table(metrics))
+            weights = "best checkpoint" if best else "final weights"
+            if trainer.global_step == 0:
+                weights = "the initial weights: no training step was taken"
+                log.warning(
+                    "no training step was taken (trainer.max_epochs=%s, max_steps=%s, limit_train_batches=%s), so "
+                    "no checkpoint was written and the metrics below are of the untrained model",
+                    trainer.max_epochs,
+                    trainer.max_steps,
+                    trainer.limit_train_batches,
+                )
+            SUMMARY.info("final metrics\n%s", summary_table(metrics, weights))
             if best:
                 SUMMARY.info("best checkpoint: %s", best)
             results = {"metrics": metrics, "best_checkpoint": best, "config": OmegaConf.to_container(cfg, resolve=True)}
