@@ -9,7 +9,6 @@ import io
 import os
 import pickle
 import re
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from genkit._moved import legacy_targets
 from genkit.errors import CheckpointError
 from genkit.spec import DataSpec
+from genkit.training.folder import write_atomically
 from genkit.version import __version__
 
 if TYPE_CHECKING:
@@ -39,24 +39,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        data = buffer.getbuffer()
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        delay = float(os.environ.get(WRITE_DELAY_ENV, "0") or 0)
-        with open(temporary, "wb") as file:
-            if delay:
-                file.write(data[: len(data) // 2])
-                file.flush()
-                time.sleep(delay)
-                file.write(data[len(data) // 2 :])
-            else:
-                file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
+        write_atomically(Path(path), buffer.getbuffer(), pause=float(os.environ.get(WRITE_DELAY_ENV, "0") or 0))
         return None
 
 

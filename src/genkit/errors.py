@@ -90,3 +90,8 @@ class ExportError(GenkitError):
 
 class RunFolderError(GenkitError):
     """A run folder that another running genkit run holds, or that holds another run's results."""
+
+
+class WriteError(GenkitError):
+    """A file that cannot be written: a full disk, a read-only or foreign folder. Nothing already on
+    disk was changed."""

@@ -3,7 +3,9 @@ files, changed configs and interrupted sweeps."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 from conftest import final_state, kill, run, saved_epoch, script, shared_run, start, wait_for
 from genkit.checkpoint import WRITE_DELAY_ENV, read_checkpoint
 from genkit.training.resume import frozen_changes
+from genkit.training.run import TRAINING_END
 
 #: Long enough that a kill lands mid-run, short enough for the suite; a learning-rate schedule
 #: whose state must come back too.
@@ -80,6 +83,32 @@ def test_sigterm_and_ctrl_c_save_mid_epoch_and_resume_exactly(signum, straight, 
     resumed = run([*script("genkit-train"), f"resume={stopped}"], cli_env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_end(stopped, straight)
+
+
+def test_a_kill_during_the_final_evaluation_resumes_to_the_same_results(straight, tmp_path, cli_env):
+    """A kill anywhere after training (the final validation or test) leaves a run folder whose only
+    missing file is metrics.json; resuming reports the same numbers, the training row included."""
+    killed = Path(shutil.copytree(straight, tmp_path / "killed"))
+    (killed / "metrics.json").unlink()
+    resumed = run([*script("genkit-train"), f"resume={killed}"], cli_env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_end(killed, straight)
+
+
+def test_sigterm_in_the_final_evaluation_stops_within_a_step_and_resume_finishes_it(tmp_path, cli_env):
+    stopped = tmp_path / "stopped"
+    args = ["trainer.max_epochs=1", "data.eval_batch_size=1", "logger=csv", f"hydra.run.dir={stopped}"]
+    process = start(args, cli_env, tmp_path)  # 360 test and 180 validation batches of one example
+    wait_for(lambda: (stopped / TRAINING_END).is_file(), process)
+    os.kill(process.pid, signal.SIGTERM)
+    log = process.communicate(timeout=120)[0]
+    assert process.returncode == 128 + signal.SIGTERM, log[-3000:]
+    assert "training is complete and saved; genkit-train resume=" in log, log[-3000:]
+    assert not (stopped / "metrics.json").exists()
+    resumed = run([*script("genkit-train"), f"resume={stopped}"], cli_env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    metrics = json.loads((stopped / "metrics.json").read_text())["metrics"]
+    assert {"train/nelbo", "val/nelbo", "test/nelbo"} <= metrics.keys()
 
 
 def test_a_kill_inside_a_checkpoint_write_leaves_the_last_checkpoint_whole(tmp_path, cli_env):

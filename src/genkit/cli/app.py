@@ -7,9 +7,11 @@ marked failed, the rest run).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.errors import CompactHydraException
@@ -18,6 +20,7 @@ from omegaconf import DictConfig
 from genkit import config
 from genkit.errors import GenkitError, LoggerConfigError, UnknownPartError, WiringError
 from genkit.registry import KINDS, registry, unknown_name_message
+from genkit.training.folder import as_write_error, check_writable
 
 log = logging.getLogger("genkit")
 
@@ -130,7 +133,9 @@ def clean_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     def wrapped(cfg: DictConfig) -> Any:
         try:
             return task(cfg)
-        except GenkitError as error:
+        except (GenkitError, OSError) as error:
+            if isinstance(error, OSError) and (error := as_write_error(error)) is None:
+                raise
             log.error("%s", error)
             raise JobFailed(f"genkit: {error}") from None
 
@@ -143,6 +148,12 @@ def refuse(error: GenkitError) -> NoReturn:
     sys.exit(2)
 
 
+def run_folder(command_line: CommandLine) -> Path:
+    """The folder Hydra creates for the command's run (or sweep), or the one it creates it under."""
+    named = command_line.value("hydra.sweep.dir" if command_line.multirun else "hydra.run.dir")
+    return Path(named or command_line.value("paths.log_dir") or os.environ.get("GENKIT_LOG_DIR", "outputs"))
+
+
 def run(task: Callable[[DictConfig], Any], config_name: str, command_line: CommandLine) -> None:
     """Load plugins, check the command line, then hand over to Hydra with ``config_name``."""
     import hydra
@@ -150,6 +161,7 @@ def run(task: Callable[[DictConfig], Any], config_name: str, command_line: Comma
     try:
         config.prepare(command_line.plugin_modules())
         command_line.check()
+        check_writable(run_folder(command_line))
     except GenkitError as error:
         refuse(error)
     sys.argv = command_line.argv

@@ -20,6 +20,7 @@ from types import ModuleType
 from genkit.cli.trained import parse
 from genkit.console import be_quiet
 from genkit.errors import GenkitError, UsageError
+from genkit.training.folder import as_write_error
 
 #: Command -> the module of ``genkit.cli`` that holds it, and the dataclass of its ``key=value`` options.
 COMMANDS = {
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     except GenkitError as error:
         sys.stderr.write(f"genkit: {error}\n")
         return 2
+    except OSError as error:  # an output the disk or the folder refuses: said in one line, after any results
+        if (refused := as_write_error(error)) is None:
+            raise
+        sys.stderr.write(f"genkit: {refused}\n")
+        return 1
     return 0
 
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from genkit import config
 from genkit.cli.app import CommandLine, override_key, refuse, run
 from genkit.errors import GenkitError, ResumeError, RunFolderError, SweepConfigError
+from genkit.training.folder import as_write_error
 
 #: ``resume=auto``: each job continues whatever its own run folder holds (nothing: a fresh start),
 #: so the same command with a fixed ``hydra.run.dir``/``hydra.sweep.dir``, or a requeued SLURM
@@ -150,6 +151,10 @@ def main() -> None:
         check_sweep(command_line)
     except GenkitError as error:
         refuse(error)
+    except OSError as error:  # moving a finished run aside in a folder that cannot be written
+        if (refused := as_write_error(error)) is None:
+            raise
+        refuse(refused)
     run(task, "train", command_line)
 
 

@@ -79,6 +79,7 @@ class Media(Callback):
         due = (
             trainer.state.fn == "fit"
             and not trainer.sanity_checking
+            and not trainer.received_sigterm  # stopping: the media can wait for the next epoch
             and (trainer.current_epoch + 1) % self.every_n_epochs == 0
         )
         if not due or not self.shows(trainer, pl_module):
@@ -88,7 +89,7 @@ class Media(Callback):
             pl_module.modality.log_media(loggers, trainer.global_step, trainer.current_epoch, self.examples(pl_module))
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.shows(trainer, pl_module):
+        if self.shows(trainer, pl_module) and not trainer.received_sigterm:
             pl_module.modality.save_media(Path(trainer.default_root_dir), self.examples(pl_module))
 
 
@@ -106,8 +107,8 @@ class CheckpointOnInterrupt(Callback):
         self.previous_handler: Any = None
         self.signal_name = "SIGTERM"
 
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread():
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if threading.current_thread() is threading.main_thread():  # training and the final validation and test
             self.previous_handler = signal.signal(signal.SIGINT, self.stop_after_step)
 
     def stop_after_step(self, signum: int, frame: Any) -> None:
@@ -128,7 +129,16 @@ class CheckpointOnInterrupt(Callback):
         if isinstance(exception, KeyboardInterrupt):
             log.warning("interrupted at once: the last checkpoint on disk stands")
             return
-        if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
+        if not isinstance(exception, SIGTERMException):
+            return
+        if trainer.state.fn != "fit":  # the final validation or test: training and its checkpoints are complete
+            log.warning(
+                "interrupted by %s during the final %s: training is complete and saved; "
+                "genkit-train resume=%s evaluates again and writes the results",
+                self.signal_name,
+                trainer.state.fn,
+                trainer.default_root_dir,
+            )
             return
         if not trainer.training:  # inside an epoch's validation: its training is not checkpointed yet
             log.warning(

@@ -1,4 +1,5 @@
-"""A run folder is owned by one run at a time, and a new run never lands on another's results.
+"""A run folder is owned by one run at a time, a new run never lands on another's results, and
+what is written into it is written whole or not at all (``write_atomically``).
 
 A run holds an exclusive ``flock`` on ``<folder>/.genkit.lock`` from start to end. The kernel
 releases it when the process ends in any way (SIGKILL included), so a lock file left by a dead
@@ -9,14 +10,16 @@ that support it; where locking is not supported the run goes on unlocked with a 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
 from typing import IO
 
-from genkit.errors import RunFolderError
+from genkit.errors import RunFolderError, WriteError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,7 @@ def holder(folder: Path) -> str | None:
     path = folder / LOCK_FILE
     if not path.is_file():
         return None
-    with open(path, "a+") as file:
+    with open(path) as file:  # read-only: flock needs no write access, and the folder may have none
         if try_lock(file):
             return None  # closing the file releases the lock at once
         return path.read_text().strip() or "another process"
@@ -114,3 +117,87 @@ def move_aside(folder: Path) -> Path:
     aside = folder.with_name(f"{folder.name}-replaced-{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     folder.rename(aside)
     return aside
+
+
+def write_atomically(path: Path, data: bytes | memoryview, pause: float = 0.0) -> None:
+    """Write ``data`` to ``path`` whole or not at all: into a hidden temporary file in the same folder,
+    flushed to disk, then renamed over ``path`` (atomic on POSIX and Windows), so a kill or a full
+    disk leaves the previous file intact. ``pause``: seconds to wait halfway (a test hook).
+
+    Raises:
+        WriteError: the disk is full or the folder cannot be written; the temporary file is removed.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(temporary, "wb") as file:
+            if pause:
+                file.write(data[: len(data) // 2])
+                file.flush()
+                time.sleep(pause)
+                file.write(data[len(data) // 2 :])
+            else:
+                file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise write_error(path, error, len(data)) from None
+
+
+#: ``errno`` values of a write that the disk or the folder refuses.
+FULL = (errno.ENOSPC, errno.EDQUOT)
+READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def write_error(path: Path, error: OSError, needed: int | None = None) -> WriteError:
+    """``error`` from writing (``needed`` bytes) to ``path`` as one line naming the path and the way out."""
+    if error.errno in FULL:
+        space = f"{megabytes(needed)} needed, " if needed else ""
+        return WriteError(
+            f"cannot write {path}: no space left on the device ({space}{megabytes(free_bytes(path.parent))} free); "
+            "free some space (then resume= continues a run), or write elsewhere. Files already saved are intact"
+        )
+    if error.errno in READ_ONLY:
+        return WriteError(
+            f"cannot write {path}: the folder is read-only or not yours ({error.strerror}); write elsewhere "
+            "(hydra.run.dir=DIR or GENKIT_LOG_DIR=DIR for runs, out=PATH for tools, or run from a writable folder)"
+        )
+    return WriteError(f"cannot write {path}: {error.strerror or error}")
+
+
+def as_write_error(error: OSError) -> WriteError | None:
+    """A disk-full or read-only ``error`` raised while writing a named file, as a WriteError (None: another error)."""
+    if error.errno in FULL + READ_ONLY and error.filename:
+        return write_error(Path(error.filename), error)
+    return None
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse, before anything is written, a folder that cannot be created or written into (a read-only
+    file system or a folder that is not the user's): Hydra would fail inside with a traceback.
+
+    Raises:
+        WriteError: naming the folder and where to write instead.
+    """
+    existing = nearest_existing(folder)
+    if existing.is_dir() and not os.access(existing, os.W_OK):
+        raise write_error(folder, OSError(errno.EROFS, "it cannot be written"))
+
+
+def free_bytes(folder: Path) -> int:
+    """Free bytes on the file system holding ``folder``."""
+    return shutil.disk_usage(nearest_existing(folder)).free
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest parent that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def megabytes(count: int) -> str:
+    return f"{count / 2**20:.1f} MB"

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from genkit.config import check_run_options
 from genkit.console import SUMMARY, be_quiet, quiet_dependencies, verbose
 from genkit.errors import TrainerConfigError
 from genkit.registry import PART_KINDS
-from genkit.training.folder import RunLock, launched_rank
+from genkit.training.folder import RunLock, launched_rank, write_atomically
 from genkit.training.metrics import summary_table
 from genkit.training.optimization import STEP_ARGUMENTS
 from genkit.training.resume import ResumePoint, check_same_data, resume_point
@@ -99,6 +100,75 @@ def skip_nvml_probe_without_gpu() -> None:
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
 
 
+#: Written when training ends, before the final evaluation: the last epoch's training metrics, which a
+#: run killed during that evaluation cannot recompute on resuming (its fit is already complete).
+TRAINING_END = "training-end.json"
+
+
+def training_metrics(trainer: L.Trainer, output_dir: Path) -> dict[str, float]:
+    """The last training epoch's metrics: those just logged, or, when the fit had ended before this
+    process (resuming a run killed during its final evaluation), those saved when it ended."""
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    saved = output_dir / TRAINING_END
+    if metrics:
+        if trainer.is_global_zero:
+            write_atomically(saved, json.dumps(metrics).encode())
+    elif saved.is_file():
+        metrics = json.loads(saved.read_text())
+    return metrics
+
+
+class StopRequests:
+    """SIGTERM and the first Ctrl-C while no Lightning stage runs (its own handlers live only while
+    one does, and it finishes a stage's last step before looking at them), remembered so that the
+    run stops before the next stage instead of dying between two."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.request) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def request(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def final_evaluation(
+    trainer: L.Trainer,
+    model: L.LightningModule,
+    datamodule: Any,
+    ckpt_path: str | None,
+    seed: int,
+    stop: StopRequests,
+) -> dict[str, float]:
+    """Validation and test metrics of the chosen weights, drawn from a stream seeded by the run's seed
+    (not whatever training left), so a run resumed after a kill here reports the same numbers."""
+    metrics: dict[str, float] = {}
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for evaluate in (trainer.validate, trainer.test):
+            if stop.requested:
+                log.warning(
+                    "interrupted before the final evaluation: training is complete and saved; "
+                    "genkit-train resume=%s evaluates and writes the results",
+                    trainer.default_root_dir,
+                )
+                raise SIGTERMException
+            for results in evaluate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
+                metrics.update({k: float(v) for k, v in results.items()})
+    return metrics
+
+
 def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     """Train and test one model, holding ``output_dir``'s lock throughout (``genkit.training.folder``;
     taken by rank zero: the other processes of a DDP run share the folder); returns the final metrics
@@ -138,16 +208,13 @@ def train_in(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     try:
         trainer = build_trainer(cfg, loggers, callbacks, output_dir)
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=start.checkpoint)
-        except SIGTERMException:  # SIGTERM or Ctrl-C: last.ckpt is saved (CheckpointOnInterrupt); say we were stopped
+            with StopRequests() as stop:
+                trainer.fit(model, datamodule=datamodule, ckpt_path=start.checkpoint)
+                metrics = training_metrics(trainer, output_dir)
+                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                metrics.update(final_evaluation(trainer, model, datamodule, "best" if best else None, cfg.seed, stop))
+        except SIGTERMException:  # SIGTERM or Ctrl-C (CheckpointOnInterrupt saved what it could): say we were stopped
             raise SystemExit(128 + signal.SIGTERM) from None
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        ckpt_path = "best" if best else None
-        for results in trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
-            metrics.update({k: float(v) for k, v in results.items()})
-        for results in trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False):
-            metrics.update({k: float(v) for k, v in results.items()})
         if trainer.is_global_zero:  # saved before W&B's final upload, which may wait on the network
             weights = "best checkpoint" if best else "final weights"
             if trainer.global_step == 0:
@@ -163,7 +230,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
             if best:
                 SUMMARY.info("best checkpoint: %s", best)
             results = {"metrics": metrics, "best_checkpoint": best, "config": OmegaConf.to_container(cfg, resolve=True)}
-            (output_dir / "metrics.json").write_text(json.dumps(results, indent=2))
+            write_atomically(output_dir / "metrics.json", json.dumps(results, indent=2).encode())
             for logger in loggers:
                 if isinstance(logger, ModelKeepingWandbLogger):
                     logger.keep_best(best, metrics)
