@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -55,10 +56,36 @@ def user_params(kind: str, node: DictConfig | dict) -> dict[str, Any]:
     return params
 
 
+#: What a value of each plain annotated type may be (bool is an int to Python, not to a user), and its name.
+PLAIN_TYPES = {
+    int: ((int,), "a whole number"),
+    float: ((int, float), "a number"),
+    bool: ((bool,), "true or false"),
+    str: ((str,), "text"),
+}
+
+
+def check_types(kind: str, cls: type, params: dict[str, Any]) -> None:
+    """Refuse values of the wrong plain type for the constructor's annotated ``int``/``float``/``bool``/
+    ``str`` parameters: a config merged without the generated schema (a tool's ``data.*`` changes, a
+    hand-written node) would otherwise hand ``batch_size=1e6`` to code that needs a whole number."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # annotations this module cannot resolve: the constructor checks for itself
+        return
+    for key, value in params.items():
+        if value is None or hints.get(key) not in PLAIN_TYPES:
+            continue
+        allowed, meaning = PLAIN_TYPES[hints[key]]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise PartConfigError(f"{kind}.{key} must be {meaning}, got {value!r}")
+
+
 def build_part(kind: str, node: DictConfig | dict, wiring: dict[str, Any]) -> Any:
     """Construct the registered class a node names, passing the wiring arguments it declares."""
     entry = entry_for(kind, node)
     params = user_params(kind, node)
+    check_types(kind, entry.cls, params)
     declared = inspect.signature(entry.cls.__init__).parameters
     wired = {k: v for k, v in wiring.items() if k in declared}
     try:

@@ -57,6 +57,12 @@ def test_eval_adds_its_results_to_the_summary_of_the_run_that_trained_the_checkp
         (["ckpt=/nowhere/model.ckpt"], "checkpoint /nowhere/model.ckpt does not exist"),
         (["nll.k=0"], "nll.k must be at least 1"),
         (["split=tset"], "split must be train, val or test, got 'tset'"),
+        (["device=tpu"], "device='tpu' is not a device; use auto, cpu, cuda or cuda:N"),
+        (["device=cuda:99"], "device=cuda:99: this machine has"),
+        (["device=meta"], "device=meta: genkit-eval runs on cpu or cuda"),
+        (["data.binarize=static"], "data 'digits' with data.binarize=static is not the data the model was trained on"),
+        (["data.batch_size=1e6"], "data.batch_size must be a whole number, got 1000000.0"),
+        (["out=results.txt"], "out=results.txt: this command writes a .json file here; give a path ending in .json"),
     ],
 )
 def test_eval_refuses_bad_input(args, message, trained):

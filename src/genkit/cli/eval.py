@@ -16,6 +16,7 @@ from genkit import config
 from genkit.cli.app import CommandLine, run
 from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
 from genkit.console import SUMMARY, be_quiet
+from genkit.errors import UsageError
 from genkit.training.metrics import eval_table, evaluate
 from genkit.training.objective import MAX_DECODED_VALUES, NLL_SAMPLES
 from genkit.training.tracking import record_in_run
@@ -40,6 +41,25 @@ class EvalOptions(SplitOptions):
     device: str = "auto"  # auto (a GPU when there is one) | cpu | cuda | cuda:1 ...
 
 
+def evaluation_device(name: str) -> torch.device:
+    """The device ``device=`` names (``auto``: a GPU when there is one).
+
+    Raises:
+        UsageError: not a device name, or a device this machine does not have.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise UsageError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA GPU(s); use auto or cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"device={name}: genkit-eval runs on cpu or cuda; use auto, cpu, cuda or cuda:N")
+    return device
+
+
 def evaluation(cfg: DictConfig | Any) -> dict[str, Any]:
     """Score ``cfg.ckpt`` on ``cfg.split``; the results go beside the checkpoint (or to ``cfg.out``)
     and, when its run folder recorded a W&B run, into that run's summary as ``eval/<split>/<metric>``."""
@@ -48,12 +68,10 @@ def evaluation(cfg: DictConfig | Any) -> dict[str, Any]:
     check_split(cfg.split)
     k = int(cfg.nll.k)
     check_count("nll.k", k, "importance samples per example")
+    device = evaluation_device(cfg.device)
     torch.manual_seed(cfg.seed)
     trained = Trained.open(cfg.ckpt)
     datamodule, data_name = trained.data(cfg.get("data") or {})
-    device = torch.device(
-        "cuda" if cfg.device == "auto" and torch.cuda.is_available() else "cpu" if cfg.device == "auto" else cfg.device
-    )
     batches = getattr(datamodule, f"{cfg.split}_dataloader")()
     metrics = evaluate(trained.model, batches, k, int(cfg.nll.max_decoded_values), device)
     SUMMARY.info("%s of %s (k=%d importance samples)\n%s", cfg.split, cfg.ckpt, k, eval_table(cfg.split, metrics, k))

@@ -51,6 +51,12 @@ def parse(schema: type, words: list[str]) -> Any:
     return options
 
 
+def flat_changes(changes: dict | DictConfig) -> list[tuple[str, Any]]:
+    """``data.*`` changes as (dotted key, value) pairs, as they were given on the command line."""
+    plain = OmegaConf.to_container(changes) if isinstance(changes, DictConfig) else changes
+    return [(f"data.{key}", value) for key, value in plain.items()]
+
+
 def check_split(split: str) -> None:
     """Refuse a split name that data modules do not have."""
     if split not in SPLITS:
@@ -109,16 +115,25 @@ class Trained:
         datamodule, data_name = build_data(run_cfg)
         differences = self.model.spec.differences(datamodule.spec)
         if differences:
+            given = "".join(f" {key}={value}" for key, value in flat_changes(changes))
             raise DataError(
-                f"data {data_name!r} is not the data the model was trained on: it has {'; '.join(differences)}; "
-                "point data.* at the data it was trained on"
+                f"data {data_name!r}{' with' + given if given else ''} is not the data the model was trained on: "
+                f"it has {'; '.join(differences)}; point data.* at the data it was trained on"
             )
         datamodule.setup()
         return datamodule, data_name
 
     def output(self, out: str, name: str, suffix: str = ".png") -> Path:
         """``out``, or ``<checkpoint stem>.<name><suffix>`` beside the checkpoint (for a ``wandb:``
-        reference, in the current folder, named after the artifact version); its folder made."""
+        reference, in the current folder, named after the artifact version); its folder made.
+
+        Raises:
+            UsageError: ``out`` does not end in ``suffix`` (the kind of file the command writes).
+        """
+        if out and suffix and Path(out).suffix.lower() != suffix:
+            raise UsageError(f"out={out}: this command writes a {suffix} file here; give a path ending in {suffix}")
+        if out and not suffix and Path(out).suffix:
+            raise UsageError(f"out={out}: this command writes a folder of files here; give a folder, not a file name")
         beside = Path(self.path.parent.name) if is_reference(self.source) else self.path
         path = Path(out) if out else beside.with_name(f"{beside.stem}.{name}{suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
