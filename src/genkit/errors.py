@@ -51,8 +51,9 @@ class DataNotFoundError(GenkitError, FileNotFoundError):
     """Data files that are not where the configuration says."""
 
 
-class DataError(GenkitError):
-    """Data that exists but cannot be used (empty, unreadable, wrong shape)."""
+class DataError(GenkitError, ValueError):
+    """Data that exists but cannot be used (empty, unreadable, wrong shape), or data options that do
+    not fit it (found when the data is set up, after its module was built)."""
 
 
 class PluginLoadError(GenkitError):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genkit.errors import DataError
 from genkit.spec import DataSpec
 
 
@@ -36,11 +37,11 @@ class Augment:
     def check(self, spec: DataSpec) -> None:
         """Refuse options that do not apply to ``spec``'s examples."""
         if self.crop < 0 or self.offset < 0:
-            raise ValueError(f"data.crop and data.offset must be 0 or more, got {self.crop} and {self.offset}")
+            raise DataError(f"data.crop and data.offset must be 0 or more, got {self.crop} and {self.offset}")
         if (self.flip or self.crop) and (spec.modality != "image" or len(spec.event_shape) != 3):
-            raise ValueError(f"data.flip and data.crop augment images; this data set holds {spec.modality}")
+            raise DataError(f"data.flip and data.crop augment images; this data set holds {spec.modality}")
         if self.crop and self.crop >= min(spec.event_shape[1:]):
-            raise ValueError(f"data.crop={self.crop} must be smaller than the images ({spec.event_shape[1:]})")
+            raise DataError(f"data.crop={self.crop} must be smaller than the images ({spec.event_shape[1:]})")
 
     @staticmethod
     def generator(seed: int, epoch: int, batch: int, device: torch.device) -> torch.Generator:
