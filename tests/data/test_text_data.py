@@ -124,3 +124,8 @@ def test_ptb_preset_reads_the_standard_splits():
     assert {s: len(t["x"]) for s, t in splits.items()} == {"train": 42068, "val": 3370, "test": 3761}
     assert {s: int(t["mask"].sum()) for s, t in splits.items()} == {"train": 929589, "val": 73760, "test": 82430}
     assert data.spec.vocabulary.vocab_size == 9998 + 4, "PTB's 10k types: 9,998 words, <unk> and </s> are ours"
+
+
+def test_an_unknown_encoding_is_refused_when_the_module_is_built(tmp_path):
+    with pytest.raises(ValueError, match=r"data.encoding='nope' is not a text encoding Python knows"):
+        TextLines(path=str(tmp_path), encoding="nope")

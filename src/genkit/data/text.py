@@ -7,6 +7,7 @@ token ids on another machine without the corpus.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import re
@@ -202,6 +203,12 @@ class TextLines(InMemoryDataModule):
             raise ValueError(f"data.vocab_size must be at least 1, got {vocab_size}")
         if max_length < 2:
             raise ValueError(f"data.max_length must be at least 2 (a token and </s>), got {max_length}")
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(
+                f"data.encoding={encoding!r} is not a text encoding Python knows (utf-8, latin-1, ...)"
+            ) from None
         self.path = path
         self.tokenizer_kind = tokenizer
         self.vocab_size = vocab_size
