@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from genkit.errors import IncompatiblePartsError, PartConfigError, UsageError, WiringError
+from genkit.errors import GenkitError, IncompatiblePartsError, PartConfigError, UsageError, WiringError
 from genkit.parts.base import verify
 from genkit.registry import KINDS, PART_KINDS, PLURALS, WIRING_SOURCES, Entry, registry
 from genkit.spec import DataSpec
@@ -90,6 +90,8 @@ def build_part(kind: str, node: DictConfig | dict, wiring: dict[str, Any]) -> An
     wired = {k: v for k, v in wiring.items() if k in declared}
     try:
         return entry.cls(**wired, **params)
+    except GenkitError:  # already one clear message (a DataError is also a ValueError)
+        raise
     except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: torch refusing a layer size
         raise PartConfigError(f"{kind} {entry.name!r} ({entry.origin}) refused its configuration: {error}") from error
 
