@@ -13,6 +13,7 @@ from conftest import corpus_folder
 from genkit.compose import build_model
 from genkit.config import train_config
 from genkit.data.text import TextLines
+from genkit.parts.base import verify
 from genkit.parts.decoders import sample_top_p
 
 TRANSFORMER = ["width=32", "heads=2", "layers=1", "feedforward=64"]
@@ -50,6 +51,14 @@ def test_padding_never_changes_features_logits_or_the_loss(tmp_path, encoder, de
     nelbo = model.elbo_terms(x, mask).nelbo
     torch.manual_seed(3)
     torch.testing.assert_close(model.elbo_terms(x_padded, mask_padded).nelbo, nelbo, atol=1e-4, rtol=1e-5)
+
+
+def test_the_contract_check_takes_a_batch_padded_to_its_own_longest_sequence(tmp_path):
+    model, data = text_model(corpus_folder(tmp_path), "lstm", "lstm")
+    data.setup()
+    batch = next(iter(data.val_dataloader()))
+    assert batch["x"].shape[1] < data.spec.event_shape[0]  # shorter than the longest the spec allows
+    verify(model, batch, "the first validation batch")
 
 
 def test_bidirectional_encoder_and_a_decoder_without_z(tmp_path):

@@ -134,7 +134,7 @@ def clean_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
         try:
             return task(cfg)
         except (GenkitError, OSError) as error:
-            if isinstance(error, OSError) and (error := as_write_error(error)) is None:
+            if not isinstance(error, GenkitError) and (error := as_write_error(error)) is None:
                 raise
             log.error("%s", error)
             raise JobFailed(f"genkit: {error}") from None

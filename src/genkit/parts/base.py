@@ -245,6 +245,9 @@ def verify(model: VAE, batch: dict[str, Tensor] | None = None, where: str = "a p
             batch = synthetic_batch(spec) if batch is None else batch
             n = len(batch["x"])
             x, mask = batch["x"].to(device), batch["mask"].to(device) if "mask" in batch else None
+            event, param_shape = tuple(spec.event_shape), tuple(model.likelihood.param_shape)
+            if spec.variable_length:  # a batch is padded to its longest sequence, not to the spec's length
+                event, param_shape = (x.shape[1], *event[1:]), (x.shape[1], *param_shape[1:])
 
             def encoder() -> list[str]:
                 found["features"] = features = model.encoder(x, mask)
@@ -278,11 +281,11 @@ def verify(model: VAE, batch: dict[str, Tensor] | None = None, where: str = "a p
 
             def decoder() -> list[str]:
                 found["params"] = params = model.decoder(found["z"], x, mask)
-                return check_finite_shape(params, (n, *model.likelihood.param_shape), "forward(z, x, mask)")
+                return check_finite_shape(params, (n, *param_shape), "forward(z, x, mask)")
 
             def likelihood() -> list[str]:
                 px = model.likelihood(found["params"], mask)
-                issues = check_distribution(px, (n,), tuple(spec.event_shape), "forward(params, mask)")
+                issues = check_distribution(px, (n,), event, "forward(params, mask)")
                 return issues or check_finite_shape(px.log_prob(x), (n,), "log_prob(x)")
 
             probe("encoder", model.encoder, encoder, problems)
