@@ -172,6 +172,7 @@ def test_hydra_flags_and_the_seed_experiment_compose(tmp_path, cli_env):
     assert cfg.model.latent_dim == 2 and cfg.model.beta == 1.0 and cfg.prior._target_.endswith("NormalPrior")
     assert cfg.likelihood._target_.endswith("BernoulliLikelihood") and cfg.optim.lr == 0.001
     assert cfg.trainer.max_epochs == 10
+    assert cfg.encoder.init == cfg.posterior.init == cfg.decoder.init == "glorot_uniform"  # Keras's Dense default
 
 
 def test_seed_experiment_trains_on_real_mnist(tmp_path, cli_env):

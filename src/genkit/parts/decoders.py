@@ -18,8 +18,10 @@ from torch import Tensor, nn
 
 from genkit.parts.base import Decoder
 from genkit.parts.layers import (
+    TORCH_INIT,
     check_heads,
     halvings,
+    initialise,
     latent_dense,
     layer_strides,
     make_activation,
@@ -38,6 +40,8 @@ class MLPDecoder(Decoder):
     Args:
         hidden: widths of the dense layers, from z outwards (the seed Keras model uses [64, 128]).
         activation: activation by name.
+        init: weight initialisation of the dense and convolution layers by its torch.nn.init or
+            Keras name (``torch``: PyTorch's default; ``glorot_uniform``: Keras's; biases then zero).
     """
 
     modalities = frozenset({"image", "audio"})
@@ -50,12 +54,14 @@ class MLPDecoder(Decoder):
         *,
         hidden: tuple[int, ...] = (128, 256),
         activation: str = "relu",
+        init: str = TORCH_INIT,
     ) -> None:
         super().__init__()
         self.param_shape = tuple(param_shape)
         self.net = nn.Sequential(
             mlp([latent_dim, *hidden], activation), nn.Linear(hidden[-1] if hidden else latent_dim, prod(param_shape))
         )
+        initialise(self, init)
 
     def forward(self, z: Tensor, x: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         return self.net(z).view(-1, *self.param_shape)
@@ -74,6 +80,8 @@ class ConvDecoder(Decoder):
             transposed convolution doubles the spatial size.
         hidden: width of the dense layer after z (0: none).
         activation: activation by name.
+        init: weight initialisation of the dense and convolution layers by its torch.nn.init or
+            Keras name (``torch``: PyTorch's default; ``glorot_uniform``: Keras's; biases then zero).
     """
 
     modalities = frozenset({"image", "audio"})
@@ -91,6 +99,7 @@ class ConvDecoder(Decoder):
         channels: tuple[int, ...] = (64, 32),
         hidden: int = 256,
         activation: str = "relu",
+        init: str = TORCH_INIT,
     ) -> None:
         super().__init__()
         if not channels:
@@ -103,6 +112,7 @@ class ConvDecoder(Decoder):
             up = nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=1)
             ups += [up, make_activation(activation)]
         self.ups = nn.Sequential(*ups[:-1])  # no activation on the likelihood's parameters
+        initialise(self, init)
 
     def forward(self, z: Tensor, x: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         h = self.ups(self.dense(z).view(-1, *self.start))
@@ -123,6 +133,8 @@ class Conv1dDecoder(Decoder):
         final_length: steps the chosen strides aim at for the shortest sequence.
         hidden: width of the dense layer after z (0: none).
         activation: activation by name.
+        init: weight initialisation of the dense and convolution layers by its torch.nn.init or
+            Keras name (``torch``: PyTorch's default; ``glorot_uniform``: Keras's; biases then zero).
     """
 
     modalities = frozenset({"audio"})
@@ -143,6 +155,7 @@ class Conv1dDecoder(Decoder):
         final_length: int = 16,
         hidden: int = 256,
         activation: str = "relu",
+        init: str = TORCH_INIT,
     ) -> None:
         super().__init__()
         if not channels:
@@ -155,6 +168,7 @@ class Conv1dDecoder(Decoder):
         for c_in, c_out, s in zip(channels, [*channels[1:], out_channels], strides):
             ups += [nn.ConvTranspose1d(c_in, c_out, 2 * s, stride=s, padding=s // 2), make_activation(activation)]
         self.ups = nn.Sequential(*ups[:-1])  # no activation on the likelihood's parameters
+        initialise(self, init)
 
     def forward(self, z: Tensor, x: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         return self.ups(self.dense(z).view(-1, *self.start))[..., : self.length]

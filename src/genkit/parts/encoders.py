@@ -10,9 +10,11 @@ from torch import Tensor, nn
 
 from genkit.parts.base import Encoder
 from genkit.parts.layers import (
+    TORCH_INIT,
     check_heads,
     dense_head,
     halvings,
+    initialise,
     layer_strides,
     lengths_of,
     make_activation,
@@ -31,14 +33,19 @@ class MLPEncoder(Encoder):
     Args:
         hidden: widths of the dense layers (the seed Keras model uses [128, 64]).
         activation: activation by name (relu, gelu, silu, elu, leaky_relu, tanh).
+        init: weight initialisation of the dense and convolution layers by its torch.nn.init or
+            Keras name (``torch``: PyTorch's default; ``glorot_uniform``: Keras's; biases then zero).
     """
 
     modalities = frozenset({"image", "audio"})
 
-    def __init__(self, spec: DataSpec, *, hidden: tuple[int, ...] = (256, 128), activation: str = "relu") -> None:
+    def __init__(
+        self, spec: DataSpec, *, hidden: tuple[int, ...] = (256, 128), activation: str = "relu", init: str = TORCH_INIT
+    ) -> None:
         super().__init__()
         self.net = mlp([spec.numel, *hidden], activation)
         self.out_features = hidden[-1] if hidden else spec.numel
+        initialise(self, init)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.net(x.flatten(1))
@@ -55,6 +62,8 @@ class ConvEncoder(Encoder):
         channels: output channels of each stride-2 convolution.
         hidden: width of the dense layer after flattening (0: no dense layer).
         activation: activation by name.
+        init: weight initialisation of the dense and convolution layers by its torch.nn.init or
+            Keras name (``torch``: PyTorch's default; ``glorot_uniform``: Keras's; biases then zero).
     """
 
     modalities = frozenset({"image", "audio"})
@@ -70,6 +79,7 @@ class ConvEncoder(Encoder):
         channels: tuple[int, ...] = (32, 64),
         hidden: int = 256,
         activation: str = "relu",
+        init: str = TORCH_INIT,
     ) -> None:
         super().__init__()
         c, h, w = spec.event_shape
@@ -79,6 +89,7 @@ class ConvEncoder(Encoder):
         flat = (channels[-1] if channels else c) * halvings(h, len(channels)) * halvings(w, len(channels))
         self.net = nn.Sequential(*layers, *dense_head(flat, hidden, activation))
         self.out_features = hidden or flat
+        initialise(self, init)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.net(x)
@@ -98,6 +109,8 @@ class Conv1dEncoder(Encoder):
         final_length: time steps the chosen strides aim at after the last layer.
         hidden: width of the dense layer after flattening (0: no dense layer).
         activation: activation by name.
+        init: weight initialisation of the dense and convolution layers by its torch.nn.init or
+            Keras name (``torch``: PyTorch's default; ``glorot_uniform``: Keras's; biases then zero).
     """
 
     modalities = frozenset({"audio"})
@@ -116,6 +129,7 @@ class Conv1dEncoder(Encoder):
         final_length: int = 16,
         hidden: int = 256,
         activation: str = "relu",
+        init: str = TORCH_INIT,
     ) -> None:
         super().__init__()
         c, length = spec.event_shape
@@ -127,6 +141,7 @@ class Conv1dEncoder(Encoder):
             flat = nn.Sequential(*layers)(torch.zeros(1, c, length)).numel()
         self.net = nn.Sequential(*layers, *dense_head(flat, hidden, activation))
         self.out_features = hidden or flat
+        initialise(self, init)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.net(x)

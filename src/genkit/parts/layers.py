@@ -29,6 +29,47 @@ def make_activation(name: str) -> nn.Module:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}") from None
 
 
+def kaiming(draw: Callable[..., Tensor]) -> Callable[[Tensor], Tensor]:
+    return lambda weight: draw(weight, nonlinearity="relu")
+
+
+#: Weight initialisations by their torch.nn.init names, and Keras's names where Keras's scheme is
+#: the same formula (Keras's glorot_normal and he_normal draw from a truncated normal: not aliased).
+INITS: dict[str, Callable[[Tensor], Tensor]] = {
+    "xavier_uniform": nn.init.xavier_uniform_,
+    "glorot_uniform": nn.init.xavier_uniform_,
+    "xavier_normal": nn.init.xavier_normal_,
+    "kaiming_uniform": kaiming(nn.init.kaiming_uniform_),
+    "he_uniform": kaiming(nn.init.kaiming_uniform_),
+    "kaiming_normal": kaiming(nn.init.kaiming_normal_),
+    "orthogonal": nn.init.orthogonal_,
+}
+#: PyTorch's own layer initialisation (kaiming_uniform with a=sqrt(5), biases uniform in +-1/sqrt(fan_in)).
+TORCH_INIT = "torch"
+INITIALISED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+
+
+def check_init(init: str) -> None:
+    if init != TORCH_INIT and init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {[TORCH_INIT, *sorted(INITS)]}")
+
+
+def initialise(module: nn.Module, init: str, stacked: int = 1) -> None:
+    """Redraw the weights of ``module``'s dense and convolution layers by ``init`` (a torch.nn.init
+    or Keras name) with zero biases, as Keras does; ``torch`` keeps PyTorch's initialisation.
+    ``stacked``: each weight is that many layers' weights stacked by rows (fans of one each)."""
+    check_init(init)
+    if init == TORCH_INIT:
+        return
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, INITIALISED):
+                for rows in layer.weight.chunk(stacked):
+                    INITS[init](rows)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+
+
 def mlp(sizes: Sequence[int], act: str) -> nn.Sequential:
     """Linear layers ``sizes[0] -> ... -> sizes[-1]``, each followed by the activation."""
     layers: list[nn.Module] = []
