@@ -13,10 +13,10 @@ Cuts a real MNIST split from the four official IDX files (the first ``--train`` 
   binary cross-entropy + KL; ``Adam()`` (1e-3), batch 128, shuffled; test -ELBO is Keras's own
   loss from ``evaluate`` on the test images (one z per image, as genkit's test -ELBO).
 
-Keras is optional (``pip install keras``; it runs on the PyTorch backend unless ``KERAS_BACKEND``
-says otherwise, or on TensorFlow where that is installed). Without it the genkit figures are
+Keras is optional (``pip install -e ".[keras]"``; it runs on the PyTorch backend unless
+``KERAS_BACKEND`` says otherwise, or on TensorFlow where that is installed). Without it the genkit figures are
 printed beside the Keras figures recorded below. Extra ``key=value`` arguments go to genkit's runs,
-for instance ``encoder.init=default decoder.init=default posterior.init=default`` for PyTorch's
+for instance ``encoder.init=torch decoder.init=torch posterior.init=torch`` for PyTorch's
 initialisation instead of the seed's.
 """
 
@@ -91,17 +91,25 @@ def keras_seed(latent_dim: int):
     return model
 
 
-def keras_nelbo(folder: Path, latent_dim: int, seed: int, epochs: int) -> float:
-    """Test -ELBO of the Keras seed trained on the images genkit trains on (its validation held out)."""
-    import keras
+def keras_images(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The images genkit trains on (its validation held out) and the test images, flat in [0, 1]."""
     import torch
 
-    train = torch.from_numpy(read_idx(folder / "train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255)
-    train, _ = hold_out({"x": train}, VAL_SIZE)
-    test = read_idx(folder / "t10k-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255
+    def flat(name: str) -> np.ndarray:
+        return read_idx(folder / f"{name}-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255
+
+    train, _ = hold_out({"x": torch.from_numpy(flat("train"))}, VAL_SIZE)
+    return train["x"].numpy(), flat("t10k")
+
+
+def keras_nelbo(images: tuple[np.ndarray, np.ndarray], latent_dim: int, seed: int, epochs: int) -> float:
+    """Test -ELBO of the Keras seed trained on ``images`` (training, test) with ``seed``."""
+    import keras
+
+    train, test = images
     keras.utils.set_random_seed(seed)
     model = keras_seed(latent_dim)
-    model.fit(train["x"].numpy(), epochs=epochs, batch_size=128, shuffle=True, verbose=0)
+    model.fit(train, epochs=epochs, batch_size=128, shuffle=True, verbose=0)
     return float(model.evaluate(test, batch_size=500, verbose=0))
 
 
@@ -134,12 +142,13 @@ def main() -> None:
     args = parser.parse_args()
     with_keras = keras_available()
     if not with_keras:
-        print("Keras is not installed (pip install keras): genkit's figures are shown beside recorded Keras ones.")
+        print("Keras is not installed (pip install -e '.[keras]'): genkit's figures beside recorded Keras ones.")
     rows = []
     with tempfile.TemporaryDirectory() as work:
         folder = Path(work) / "mnist"
         folder.mkdir()
         cut_split(args.mnist, args.train, args.test, folder)
+        images = keras_images(folder) if with_keras else None
         for latent in args.latents:
             genkit, keras = [], []
             for seed in args.seeds:
@@ -157,7 +166,7 @@ def main() -> None:
                 ]
                 genkit.append(train_run(f"genkit latent {latent} seed {seed}", run_dir, options)["test/nelbo"])
                 if with_keras:
-                    keras.append(keras_nelbo(folder, latent, seed, args.epochs))
+                    keras.append(keras_nelbo(images, latent, seed, args.epochs))
                     print(f"[keras latent {latent} seed {seed}] test -ELBO {keras[-1]:.2f}", flush=True)
             recorded = RECORDED_KERAS.get(latent)
             reference = statistics.fmean(keras) if keras else recorded

@@ -49,18 +49,14 @@ TORCH_INIT = "torch"
 INITIALISED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)
 
 
-def check_init(init: str) -> None:
-    if init != TORCH_INIT and init not in INITS:
-        raise ValueError(f"unknown init {init!r}; choose one of {[TORCH_INIT, *sorted(INITS)]}")
-
-
 def initialise(module: nn.Module, init: str, stacked: int = 1) -> None:
     """Redraw the weights of ``module``'s dense and convolution layers by ``init`` (a torch.nn.init
     or Keras name) with zero biases, as Keras does; ``torch`` keeps PyTorch's initialisation.
     ``stacked``: each weight is that many layers' weights stacked by rows (fans of one each)."""
-    check_init(init)
     if init == TORCH_INIT:
         return
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {[TORCH_INIT, *sorted(INITS)]}")
     with torch.no_grad():
         for layer in module.modules():
             if isinstance(layer, INITIALISED):
