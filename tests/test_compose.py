@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any
 
 import pytest
@@ -159,6 +160,34 @@ def test_values_scripts_fuzz_config_found_raw_errors_for_are_clean_errors():
         build_model(cfg, data_spec("digits"))
     with pytest.raises(PartConfigError, match="encoder 'mlp' \\(genkit\\) refused its configuration"):
         build_part("encoder", node("encoder", "mlp", hidden=[-4]), {"spec": data_spec("digits")})
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "options", "named"),
+    [
+        ("encoder", "mlp", {"hidden": [64, 0]}, "encoder.hidden=\\[64, 0\\]"),
+        ("decoder", "mlp", {"hidden": [0]}, "decoder.hidden=\\[0\\]"),
+        ("encoder", "conv", {"channels": [0]}, "encoder.channels=\\[0\\]"),
+        ("prior", "mog", {"components": 0}, "prior.components=0"),
+    ],
+)
+def test_a_size_of_zero_is_refused_naming_the_option(kind, name, options, named):
+    """torch builds a layer of no units without complaint; genkit trained such a model (an encoder
+    that ignores its input) or failed later with a reshape error that named no option."""
+    cfg = config("digits")
+    cfg[kind] = node(kind, name, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no torch warning about zero-element tensors on the way
+        with pytest.raises(
+            PartConfigError, match=f"{kind} '{name}' \\(genkit\\) built a layer of size 0 .*from {named}"
+        ):
+            build_model(cfg, data_spec("digits"))
+
+
+def test_a_size_of_zero_that_means_none_still_builds():
+    cfg = config("digits", encoder="conv", decoder="conv")
+    cfg.encoder.hidden = 0  # no dense layer after the convolutions
+    assert build_model(cfg, data_spec("digits")).encoder.out_features > 0
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import inspect
 import math
 import typing
+import warnings
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from genkit.errors import GenkitError, IncompatiblePartsError, PartConfigError, UsageError, WiringError
 from genkit.parts.base import verify
@@ -89,11 +91,38 @@ def build_part(kind: str, node: DictConfig | dict, wiring: dict[str, Any]) -> An
     declared = inspect.signature(entry.cls.__init__).parameters
     wired = {k: v for k, v in wiring.items() if k in declared}
     try:
-        return entry.cls(**wired, **params)
+        with warnings.catch_warnings():  # a layer of size 0 is refused below, with the option named
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            part = entry.cls(**wired, **params)
     except GenkitError:  # already one clear message (a DataError is also a ValueError)
         raise
     except (TypeError, ValueError, RuntimeError) as error:  # RuntimeError: torch refusing a layer size
         raise PartConfigError(f"{kind} {entry.name!r} ({entry.origin}) refused its configuration: {error}") from error
+    check_no_empty_layers(kind, entry, part, params)
+    return part
+
+
+def check_no_empty_layers(kind: str, entry: Entry, part: Any, params: dict[str, Any]) -> None:
+    """Refuse a part built with a parameter of no elements: a 0 among its sizes (``hidden=[0]``)
+    builds a layer of no units, which torch accepts and which trains a model that ignores its
+    input (or fails later, far from the option)."""
+    empty = [name for name, p in part.named_parameters() if p.numel() == 0] if isinstance(part, nn.Module) else []
+    if not empty:
+        return
+    zeros = [
+        f"{kind}.{k}={v}"
+        for k, v in params.items()
+        if is_whole(v, 0) or (isinstance(v, list) and any(is_whole(x, 0) for x in v))
+    ]
+    raise PartConfigError(
+        f"{kind} {entry.name!r} ({entry.origin}) built a layer of size 0 (parameter {empty[0]} has no elements)"
+        + (f", from {', '.join(zeros)}" if zeros else "")
+        + "; sizes must be at least 1"
+    )
+
+
+def is_whole(value: Any, number: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value == number
 
 
 def check_compatible(entries: dict[str, Entry], data_name: str, spec: DataSpec) -> None:

@@ -116,6 +116,10 @@ class VAE(L.LightningModule):
         #: Whether this process has checked the parts on a batch of real data (``check_on_data``).
         self.checked_on_data = False
         self.resumed_rng: dict[str, Any] | None = None
+        #: The random state just before the latest validation inside training began (see ``rewind_validation``).
+        self.validation_start_rng: dict[str, Any] | None = None
+        #: Set by ``rewind_validation``: the next checkpoint reruns the interrupted validation.
+        self.rerun_validation = False
 
     # ----------------------------------------------------------------- wiring and objective
     def encode(self, x: Tensor, mask: Tensor | None = None) -> Distribution:
@@ -261,17 +265,43 @@ class VAE(L.LightningModule):
             "config": self.run_config,
             "spec": self.spec.to_dict(),
             "version": __version__,
-            "rng": rng_states(),
+            "rng": self.validation_start_rng if self.rerun_validation else rng_states(),
         }
-        if self.saving_mid_epoch():  # an interrupted epoch: keep its partial training sums
+        if self.saving_mid_epoch():  # keep the epoch's training sums, not logged yet
             train = self.sums["train"]
             checkpoint["genkit"]["train_sums"] = {"total": train.total, "count": train.count}
 
     def saving_mid_epoch(self) -> bool:
-        if self._trainer is None or not self.trainer.training:
+        """Whether a checkpoint is saved before the running epoch's training sums are logged: mid-epoch
+        (SIGTERM), or inside a validation run within training (Lightning runs it before the epoch ends)."""
+        if self._trainer is None or self.trainer.state.fn != "fit" or self.trainer.sanity_checking:
             return False
+        if self.trainer.validating:
+            return True
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return 0 < done < self.trainer.num_training_batches
+        return self.trainer.training and 0 < done < self.trainer.num_training_batches
+
+    def on_validation_model_zero_grad(self) -> None:
+        """Lightning's call just before each validation inside training: keep the random state there.
+        Gradients are left as they are: genkit's optimisation clears them after each step, and a
+        validation between two accumulated batches must not drop the first one's."""
+        self.validation_start_rng = rng_states()
+
+    def rewind_validation(self) -> bool:
+        """Make the next checkpoint rerun the running validation (inside training) from its first batch:
+        Lightning reruns an evaluation its checkpoint shows started and not processed, and the
+        checkpoint keeps the random state from just before the validation began, so the rerun draws
+        the same noise as the interrupted one and training after it continues as if never stopped.
+        False when that state is unknown (not inside a validation within training)."""
+        if not (self.trainer.validating and self.trainer.state.fn == "fit") or self.validation_start_rng is None:
+            return False
+        progress = self.trainer.fit_loop.epoch_loop.val_loop.batch_progress
+        done = progress.current.completed
+        for tracker in (progress.total, progress.current):
+            tracker.processed = tracker.completed = tracker.completed - done
+            tracker.ready = tracker.started = tracker.completed + 1
+        self.rerun_validation = True
+        return True
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get("genkit", {})

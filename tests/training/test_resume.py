@@ -75,14 +75,56 @@ def test_sigterm_and_ctrl_c_save_mid_epoch_and_resume_exactly(signum, straight, 
     name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
     # The signal lands in a training step (a save there, mid-epoch), or in an epoch's last step
     # or its one-batch validation, which Lightning finishes first (a save at the epoch's end);
-    # in a multi-batch validation, the epoch-end checkpoint before it stands.
-    assert f"interrupted by {name} at step" in log or f"interrupted by {name} during validation" in log, log[-3000:]
-    if "at step" in log:
-        progress = torch.load(last, map_location="cpu", weights_only=True)["loops"]["fit_loop"]
-        assert 0 < progress["epoch_loop.batch_progress"]["current"]["completed"] <= 10, "a save where it stopped"
+    # test_sigterm_in_a_validation_... covers a multi-batch validation.
+    assert f"interrupted by {name} at step" in log, log[-3000:]
+    progress = torch.load(last, map_location="cpu", weights_only=True)["loops"]["fit_loop"]
+    assert 0 < progress["epoch_loop.batch_progress"]["current"]["completed"] <= 10, "a save where it stopped"
     resumed = run([*script("genkit-train"), f"resume={stopped}"], cli_env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_end(stopped, straight)
+
+
+#: A callback that sends its own process SIGTERM in one validation batch of a run not resumed.
+SIGNAL_IN_VALIDATION = """
+import os, signal
+from lightning.pytorch import Callback
+
+class SignalInValidation(Callback):
+    def __init__(self, epoch, batch):
+        self.epoch, self.batch = epoch, batch
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        here = (trainer.current_epoch, batch_idx) == (self.epoch, self.batch)
+        if here and trainer.ckpt_path is None and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+"""
+
+
+def test_sigterm_in_a_validation_stops_after_that_batch_and_resume_reruns_it_exactly(tmp_path, cli_env):
+    """Validation of 6 batches; SIGTERM arrives in the third of epoch 2: the run stops after that very
+    batch with a checkpoint holding the epoch's finished training, and resuming reruns the validation
+    and ends exactly as a run never stopped."""
+    args = ["trainer.max_epochs=4", "data.eval_batch_size=30", "callbacks.progress_bar.refresh_rate=0", "logger=csv"]
+    straight = run([*script("genkit-train"), *args, f"hydra.run.dir={tmp_path / 'straight'}"], cli_env, tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    (tmp_path / "interrupter.py").write_text(SIGNAL_IN_VALIDATION)
+    env = {**cli_env, "PYTHONPATH": str(tmp_path)}
+    stopped = tmp_path / "stopped"
+    signal_at = ["+callbacks.interrupter._target_=interrupter.SignalInValidation", "+callbacks.interrupter.epoch=2"]
+    interrupted = run([*script("genkit-train"), *args, *signal_at, "+callbacks.interrupter.batch=2",
+                       f"hydra.run.dir={stopped}"], env, tmp_path)  # fmt: skip
+    log = interrupted.stdout + interrupted.stderr
+    assert interrupted.returncode == 128 + signal.SIGTERM, log[-3000:]
+    assert "interrupted by SIGTERM in validation batch 3 of 6" in log, log[-3000:]  # no batch after the signal's
+    loops = torch.load(stopped / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["loops"]
+    assert loops["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 10, "epoch 2's training is kept"
+    assert saved_epoch(stopped / "checkpoints" / "last.ckpt") == 2
+    resumed = run([*script("genkit-train"), f"resume={stopped}"], env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    weights, metrics = final_state(stopped)
+    expected_weights, expected_metrics = final_state(tmp_path / "straight")
+    assert all(torch.equal(weights[k], expected_weights[k]) for k in expected_weights), "weights differ after resuming"
+    assert metrics == expected_metrics
 
 
 def test_a_kill_during_the_final_evaluation_resumes_to_the_same_results(straight, tmp_path, cli_env):

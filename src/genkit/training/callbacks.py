@@ -99,8 +99,9 @@ class CheckpointOnInterrupt(Callback):
     Lightning turns SIGTERM into an exception after the current step, on every DDP rank;
     this callback makes the first Ctrl-C do the same (by sending the process SIGTERM) rather
     than interrupting a step half done, and saves the state there, mid-epoch, data position
-    included, so ``resume=RUN_DIR`` continues from that very step. A second Ctrl-C stops at
-    once and keeps the last checkpoint on disk.
+    included, so ``resume=RUN_DIR`` continues from that very step. In a validation within training,
+    the save reruns that validation from its start (``VAE.rewind_validation``). A second Ctrl-C
+    stops at once and keeps the last checkpoint on disk.
     """
 
     def __init__(self) -> None:
@@ -140,21 +141,27 @@ class CheckpointOnInterrupt(Callback):
                 trainer.default_root_dir,
             )
             return
-        if not trainer.training:  # inside an epoch's validation: its training is not checkpointed yet
-            log.warning(
-                "interrupted by %s during validation: the last checkpoint stands; continue with genkit-train resume=%s",
-                self.signal_name,
-                trainer.default_root_dir,
-            )
-            return
         callback = trainer.checkpoint_callback
         folder = Path(trainer.default_root_dir) / "checkpoints"
         path = (Path(callback.dirpath) if callback and callback.dirpath else folder) / "last.ckpt"
+        if trainer.training:
+            where = f"at step {trainer.global_step}"
+        else:  # inside a validation within training: the checkpoint reruns it from its start
+            validated = trainer.fit_loop.epoch_loop.val_loop.batch_progress.current.completed
+            where = f"in validation batch {validated} of {sum(trainer.num_val_batches)} (step {trainer.global_step})"
+            if not pl_module.rewind_validation():
+                log.warning(
+                    "interrupted by %s %s: the last checkpoint stands; continue with genkit-train resume=%s",
+                    self.signal_name,
+                    where,
+                    trainer.default_root_dir,
+                )
+                return
         trainer.save_checkpoint(path)
         log.warning(
-            "interrupted by %s at step %d: saved %s; continue with genkit-train resume=%s",
+            "interrupted by %s %s: saved %s; continue with genkit-train resume=%s",
             self.signal_name,
-            trainer.global_step,
+            where,
             path,
             trainer.default_root_dir,
         )

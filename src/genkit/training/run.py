@@ -24,7 +24,7 @@ from genkit.console import SUMMARY, be_quiet, quiet_dependencies, verbose
 from genkit.errors import TrainerConfigError
 from genkit.registry import PART_KINDS
 from genkit.training.folder import RunLock, launched_rank, write_atomically
-from genkit.training.metrics import summary_table
+from genkit.training.metrics import STEP_METRICS, summary_table
 from genkit.training.optimization import STEP_ARGUMENTS
 from genkit.training.resume import ResumePoint, check_same_data, resume_point
 from genkit.training.tracking import ModelKeepingWandbLogger, build_loggers, finish_wandb
@@ -108,7 +108,8 @@ TRAINING_END = "training-end.json"
 def training_metrics(trainer: L.Trainer, output_dir: Path) -> dict[str, float]:
     """The last training epoch's metrics: those just logged, or, when the fit had ended before this
     process (resuming a run killed during its final evaluation), those saved when it ended."""
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+    logged = trainer.callback_metrics.items()
+    metrics = {k: float(v) for k, v in logged if k.startswith("train/") and k not in STEP_METRICS}
     saved = output_dir / TRAINING_END
     if metrics:
         if trainer.is_global_zero:
