@@ -84,45 +84,75 @@ def test_sigterm_and_ctrl_c_save_mid_epoch_and_resume_exactly(signum, straight, 
     assert_same_end(stopped, straight)
 
 
-#: A callback that sends its own process SIGTERM in one validation batch of a run not resumed.
-SIGNAL_IN_VALIDATION = """
+#: A callback that sends its own process SIGTERM, once, in one validation (of an epoch) or test batch.
+SIGNAL_IN_EVALUATION = """
 import os, signal
+from pathlib import Path
 from lightning.pytorch import Callback
 
-class SignalInValidation(Callback):
-    def __init__(self, epoch, batch):
-        self.epoch, self.batch = epoch, batch
+class SignalAt(Callback):
+    def __init__(self, stage, epoch, batch):
+        self.stage, self.epoch, self.batch = stage, epoch, batch
+
+    def signal(self, trainer, stage, batch_idx):
+        here = (stage, batch_idx) == (self.stage, self.batch) and not trainer.sanity_checking
+        signalled = Path("signalled")  # once: not again in the resumed run
+        if here and (stage == "test" or trainer.current_epoch == self.epoch) and not signalled.exists():
+            signalled.touch()
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        here = (trainer.current_epoch, batch_idx) == (self.epoch, self.batch)
-        if here and trainer.ckpt_path is None and not trainer.sanity_checking:
-            os.kill(os.getpid(), signal.SIGTERM)
+        self.signal(trainer, "validation", batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.signal(trainer, "test", batch_idx)
 """
 
+#: 10 training steps an epoch, 6 validation batches, 12 test batches.
+EVALUATING = ["trainer.max_epochs=4", "data.eval_batch_size=30", "callbacks.progress_bar.refresh_rate=0", "logger=csv"]
 
-def test_sigterm_in_a_validation_stops_after_that_batch_and_resume_reruns_it_exactly(tmp_path, cli_env):
-    """Validation of 6 batches; SIGTERM arrives in the third of epoch 2: the run stops after that very
-    batch with a checkpoint holding the epoch's finished training, and resuming reruns the validation
-    and ends exactly as a run never stopped."""
-    args = ["trainer.max_epochs=4", "data.eval_batch_size=30", "callbacks.progress_bar.refresh_rate=0", "logger=csv"]
-    straight = run([*script("genkit-train"), *args, f"hydra.run.dir={tmp_path / 'straight'}"], cli_env, tmp_path)
-    assert straight.returncode == 0, straight.stderr[-3000:]
-    (tmp_path / "interrupter.py").write_text(SIGNAL_IN_VALIDATION)
+
+@pytest.mark.parametrize(
+    ("stage", "batch", "stopped_at", "saved_epoch_", "completed"),
+    [
+        ("validation", 2, "in validation batch 3 of 6 (step 30)", 2, 10),  # rerun from its start on resuming
+        ("validation", 5, "at step 30", 3, 10),  # the last batch: the epoch ends (its media skipped), a save there
+        ("test", 2, "in batch 3 of 12 of the final test", 3, 10),  # training complete: evaluated again on resuming
+    ],
+)
+def test_sigterm_in_validation_or_test_stops_after_that_batch_and_resume_ends_as_never_stopped(
+    stage, batch, stopped_at, saved_epoch_, completed, tmp_path_factory, worker_id, tmp_path, cli_env
+):
+    """SIGTERM arrives in a given batch of epoch 2's validation or of the final test: the run stops
+    after that very batch (the message says which), and resuming ends exactly as a run never stopped."""
+    straight = shared_run("straight-evaluating", EVALUATING, tmp_path_factory, worker_id).folder
+    (tmp_path / "interrupter.py").write_text(SIGNAL_IN_EVALUATION)
     env = {**cli_env, "PYTHONPATH": str(tmp_path)}
     stopped = tmp_path / "stopped"
-    signal_at = ["+callbacks.interrupter._target_=interrupter.SignalInValidation", "+callbacks.interrupter.epoch=2"]
-    interrupted = run([*script("genkit-train"), *args, *signal_at, "+callbacks.interrupter.batch=2",
-                       f"hydra.run.dir={stopped}"], env, tmp_path)  # fmt: skip
+    signal_at = [f"+callbacks.interrupter.{k}={v}" for k, v in {"stage": stage, "epoch": 2, "batch": batch}.items()]
+    interrupted = run(
+        [
+            *script("genkit-train"),
+            *EVALUATING,
+            "+callbacks.interrupter._target_=interrupter.SignalAt",
+            *signal_at,
+            f"hydra.run.dir={stopped}",
+        ],
+        env,
+        tmp_path,
+    )
     log = interrupted.stdout + interrupted.stderr
     assert interrupted.returncode == 128 + signal.SIGTERM, log[-3000:]
-    assert "interrupted by SIGTERM in validation batch 3 of 6" in log, log[-3000:]  # no batch after the signal's
-    loops = torch.load(stopped / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["loops"]
-    assert loops["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == 10, "epoch 2's training is kept"
-    assert saved_epoch(stopped / "checkpoints" / "last.ckpt") == 2
+    assert f"interrupted by SIGTERM {stopped_at}" in log, log[-3000:]
+    assert not (stopped / "metrics.json").exists()
+    last = stopped / "checkpoints" / "last.ckpt"
+    loops = torch.load(last, map_location="cpu", weights_only=True)["loops"]
+    assert saved_epoch(last) == saved_epoch_
+    assert loops["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == completed
     resumed = run([*script("genkit-train"), f"resume={stopped}"], env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     weights, metrics = final_state(stopped)
-    expected_weights, expected_metrics = final_state(tmp_path / "straight")
+    expected_weights, expected_metrics = final_state(straight)
     assert all(torch.equal(weights[k], expected_weights[k]) for k in expected_weights), "weights differ after resuming"
     assert metrics == expected_metrics
 

@@ -133,11 +133,18 @@ class CheckpointOnInterrupt(Callback):
         if not isinstance(exception, SIGTERMException):
             return
         if trainer.state.fn != "fit":  # the final validation or test: training and its checkpoints are complete
+            stage, loop, batches = (
+                ("test", trainer.test_loop, trainer.num_test_batches)
+                if trainer.testing
+                else ("validation", trainer.validate_loop, trainer.num_val_batches)
+            )
             log.warning(
-                "interrupted by %s during the final %s: training is complete and saved; "
+                "interrupted by %s in batch %d of %d of the final %s: training is complete and saved; "
                 "genkit-train resume=%s evaluates again and writes the results",
                 self.signal_name,
-                trainer.state.fn,
+                loop.batch_progress.current.completed,
+                sum(batches),
+                stage,
                 trainer.default_root_dir,
             )
             return
