@@ -238,7 +238,7 @@ class TextLines(InMemoryDataModule):
                 share = self.fraction(split)
                 log.warning("%s has no %s file: holding out %s of the training lines", path, split, share)
         if "val" not in lines or "test" not in lines:
-            held = self.hold_out(lines.pop("train"), "val" not in lines, "test" not in lines)
+            held = self.hold_out(lines.pop("train"), "val" not in lines, "test" not in lines, files["train"])
             lines = {**held, **lines}
         for split, file in files.items():
             if not lines[split]:
@@ -252,16 +252,17 @@ class TextLines(InMemoryDataModule):
         lines = read_lines(path, self.encoding)
         if not lines:
             raise DataError(f"{path} has no usable lines (all empty or not {self.encoding})")
-        return self.hold_out(lines, True, True)
+        return self.hold_out(lines, True, True, path)
 
-    def hold_out(self, lines: list[str], val: bool, test: bool) -> dict[str, list[str]]:
-        """A seeded share of ``lines`` held out as validation and/or test sets."""
+    def hold_out(self, lines: list[str], val: bool, test: bool, source: Path) -> dict[str, list[str]]:
+        """A seeded share of ``lines`` (read from ``source``) held out as validation and/or test sets."""
         n = len(lines)
         sizes = {s: round(n * self.fraction(s)) for s, wanted in (("val", val), ("test", test)) if wanted}
         if any(size < 1 for size in sizes.values()) or n - sum(sizes.values()) < 1:
             raise DataError(
-                f"{n} lines are too few to hold out val_fraction={self.val_fraction} and "
-                f"test_fraction={self.test_fraction}; give more lines or separate split files"
+                f"{source} has {n} usable line(s) of {self.encoding} text: too few to hold out "
+                f"data.val_fraction={self.val_fraction} and data.test_fraction={self.test_fraction}; give a "
+                "longer file or separate split files, or set data.encoding if the file uses another"
             )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
         out, start = {}, 0
