@@ -1,9 +1,12 @@
 """The layout keeps its shape: no import cycles inside genkit, lists that follow the kinds derive
-from ``registry.KINDS``, and the YAML under conf/ states each value once."""
+from ``registry.KINDS``, the YAML under conf/ states each value once, and what only answers from
+genkit's own code does not import Lightning."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +149,46 @@ def test_no_yaml_file_shadows_a_generated_config():
         folder = config_dir() / kind
         shadowing = {p.stem for p in folder.glob("*.yaml")} & set(registry(kind).names()) if folder.is_dir() else set()
         assert not shadowing, f"conf/{kind}/ shadows the generated configs of {sorted(shadowing)}"
+
+
+#: Libraries a command that only answers from genkit's own code must not import: Lightning (with
+#: torchmetrics and torchvision, ~3.5 s here) and W&B are loaded by what trains or evaluates.
+HEAVY = ("lightning", "torchmetrics", "wandb")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import genkit",
+        "from genkit import DataSpec, Encoder, register_encoder",
+        "from genkit.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    ],
+)
+def test_import_genkit_and_genkit_help_leave_lightning_and_wandb_unimported(code):
+    probe = f"{code}\nimport sys\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r}))"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert shown.splitlines()[-1] == "[]", f"{code!r} imported {shown.splitlines()[-1]}"
+
+
+def test_the_registry_registers_the_built_in_parts_when_first_looked_up():
+    probe = "from genkit.registry import registry\nprint(registry('data').names(), registry('model').names())"
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "'digits'" in shown and "['vae']" in shown
+
+
+def test_the_lazy_public_names_are_the_ones_type_checkers_read():
+    """``genkit.PUBLIC`` (imported on first use) and the ``TYPE_CHECKING`` imports (what editors and the
+    API reference see) name the same objects from the same modules."""
+    import genkit
+
+    tree = ast.parse((SOURCE / "__init__.py").read_text())
+    declared = {
+        alias.name: node.module
+        for block in tree.body
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert declared == genkit.PUBLIC
+    assert all(getattr(genkit, name) is not None for name in genkit.PUBLIC)

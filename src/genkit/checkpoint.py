@@ -1,48 +1,25 @@
-"""Checkpoints: written atomically, read safely, turned back into models without the original
+"""Checkpoints: read safely, turned back into models without the original
 config files, and what genkit keeps in them besides weights (the run's config, the data spec,
 the random state)."""
 
 from __future__ import annotations
 
 import importlib
-import io
-import os
 import pickle
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from genkit._moved import legacy_targets
 from genkit.errors import CheckpointError
 from genkit.spec import DataSpec
-from genkit.training.folder import write_atomically
 from genkit.version import __version__
 
 if TYPE_CHECKING:
     from genkit.model import VAE
-
-#: Test hook: seconds to pause halfway through writing a checkpoint, so a test can kill the
-#: process inside the write. Never set it outside tests.
-WRITE_DELAY_ENV = "GENKIT_TEST_CHECKPOINT_WRITE_DELAY"
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written whole or not at all: to a hidden temporary file in the same folder,
-    flushed to disk, then renamed over the target (an atomic step on POSIX and Windows). A kill
-    during a save leaves the previous ``last.ckpt`` intact; remote (``scheme://``) paths use
-    Lightning's own writer."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        if "://" in str(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        write_atomically(Path(path), buffer.getbuffer(), pause=float(os.environ.get(WRITE_DELAY_ENV, "0") or 0))
-        return None
 
 
 def local_checkpoint(ckpt: str | Path) -> Path:

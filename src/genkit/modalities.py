@@ -21,7 +21,6 @@ import torch
 from torch import Tensor, nn
 
 from genkit.audio import AudioFeatures, spectrogram_images, write_wavs
-from genkit.data.text import decode_tokens
 from genkit.spec import DataSpec
 
 log = logging.getLogger(__name__)
@@ -138,6 +137,8 @@ class Text(Modality):
     console = True
 
     def sentences(self, ids: Tensor, mask: Tensor | None = None) -> list[str]:
+        from genkit.data.text import decode_tokens  # the data package imports Lightning: not for `genkit --help`
+
         return decode_tokens(self.spec, ids, mask)
 
     def pairs(self, inputs: Tensor, mask: Tensor | None, outputs: Tensor) -> list[str]:

@@ -1,5 +1,4 @@
-"""Discovery, in one idempotent function: installed plugins and local modules (genkit's own parts
-are registered by importing genkit).
+"""Discovery, in one idempotent function: genkit's own parts, installed plugins and local modules.
 
 Installed plugins declare an entry point in the group ``genkit.plugins`` whose value is
 a module; importing it registers its parts. A plugin package that ships ``conf/``
@@ -37,6 +36,10 @@ class BrokenPlugin:
     error: str
 
 
+#: The packages whose import registers genkit's own parts, data modules and model, in ``KINDS``
+#: order; imported when a registry is first looked up, not with ``import genkit`` (which stays light).
+BUILTINS = ("genkit.parts", "genkit.data", "genkit.model")
+
 BROKEN: list[BrokenPlugin] = []
 LOADED: dict[str, str] = {}  # module -> distribution (or 'local')
 #: (provider, search-path entry) pairs appended to Hydra's search path.
@@ -50,16 +53,23 @@ def local_modules(argv_modules: list[str] | None = None) -> list[str]:
 
 
 def load(modules: list[str] | tuple[str, ...] = ()) -> None:
-    """Make every part available: installed plugins, then local ``modules``.
+    """Make every part available: genkit's own, installed plugins, then local ``modules``.
 
     Raises:
         PluginLoadError: a local module the user asked for cannot be imported.
     """
+    load_builtins()
     if os.environ.get(DISABLE_AUTOLOAD_ENV) != "1":
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             load_entry_point(ep)
     for module in local_modules(list(modules)):
         load_local(module)
+
+
+def load_builtins() -> None:
+    """Register genkit's own classes (each import registers once; later calls are lookups)."""
+    for package in BUILTINS:
+        importlib.import_module(package)
 
 
 def load_entry_point(ep) -> None:  # noqa: ANN001 (importlib.metadata.EntryPoint)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any, TypeVar
 
-from genkit import config
+from genkit import config, plugins
 from genkit._moved import legacy_targets
 from genkit.errors import DuplicatePartError, PartDefinitionError, UnknownPartError
 
@@ -168,7 +168,14 @@ _REGISTRIES: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
 
 
 def registry(kind: str) -> Registry:
-    """The registry of ``kind`` (one of ``KINDS``)."""
+    """The registry of ``kind`` (one of ``KINDS``), genkit's built-in classes registered."""
+    found = kind_registry(kind)
+    plugins.load_builtins()
+    return found
+
+
+def kind_registry(kind: str) -> Registry:
+    """The registry of ``kind`` as it stands (registration itself must not import the built-ins)."""
     if kind not in _REGISTRIES:
         raise UnknownPartError(f"no kind of part called {kind!r}; kinds are {', '.join(KINDS)}")
     return _REGISTRIES[kind]
@@ -241,7 +248,7 @@ def register(kind: str, name: str, *, override: bool = False) -> Callable[[T], T
         DuplicatePartError: the name is taken and ``override`` is False.
         PartDefinitionError: the class is not a proper part of that kind.
     """
-    reg = registry(kind)
+    reg = kind_registry(kind)
     if not NAME_PATTERN.match(name):
         raise PartDefinitionError(f"part name {name!r} must be lower_snake_case ([a-z][a-z0-9_]*)")
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import final_state, kill, run, saved_epoch, script, shared_run, start, wait_for
-from genkit.checkpoint import WRITE_DELAY_ENV, read_checkpoint
+from genkit.checkpoint import read_checkpoint
 from genkit.training.resume import frozen_changes
-from genkit.training.run import TRAINING_END
+from genkit.training.run import TRAINING_END, WRITE_DELAY_ENV
 
 #: Long enough that a kill lands mid-run, short enough for the suite; a learning-rate schedule
 #: whose state must come back too.

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genkit import config
 from genkit.cli.app import CommandLine, run
+from genkit.cli.process import console_script
 from genkit.cli.trained import SplitOptions, Trained, check_count, check_split
 from genkit.console import SUMMARY, be_quiet
 from genkit.errors import UsageError
@@ -103,5 +104,10 @@ def main() -> None:
     run(task, "eval", CommandLine.parse(sys.argv))
 
 
+def script() -> None:
+    """The ``genkit-eval`` console script: ``main``, then a quick exit (``genkit.cli.process``)."""
+    console_script(main)
+
+
 if __name__ == "__main__":
-    main()
+    script()

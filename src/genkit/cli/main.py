@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
+from genkit.cli.process import console_script
 from genkit.cli.trained import parse
 from genkit.console import be_quiet
 from genkit.errors import GenkitError, UsageError
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             command.module.add_arguments(subparser)
     args = parser.parse_args(argv)
     command = Command.named(args.command)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # dependencies: their warnings
+    logging.getLogger("genkit").setLevel(logging.INFO)
     try:
         if command.options is None:
             if args.quiet:
@@ -98,5 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def script() -> None:
+    """The ``genkit`` console script: ``main``, then a quick exit (``genkit.cli.process``)."""
+    console_script(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genkit import config
 from genkit.cli.app import CommandLine, override_key, refuse, run
+from genkit.cli.process import console_script
 from genkit.errors import GenkitError, ResumeError, RunFolderError, SweepConfigError
 from genkit.training.folder import as_write_error
 
@@ -158,5 +159,10 @@ def main() -> None:
     run(task, "train", command_line)
 
 
+def script() -> None:
+    """The ``genkit-train`` console script: ``main``, then a quick exit (``genkit.cli.process``)."""
+    console_script(main)
+
+
 if __name__ == "__main__":
-    main()
+    script()

@@ -17,15 +17,16 @@ from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch import LightningModule
-from lightning.pytorch.strategies import ParallelStrategy
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from genkit.errors import NonFiniteLossError, PartConfigError, TrainerConfigError
+
+if TYPE_CHECKING:  # Lightning is imported when training, not when a config is checked
+    from lightning.pytorch import LightningModule
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 #: Trainer arguments the model applies itself: Lightning's manual optimisation does not take them.
@@ -138,7 +139,7 @@ class Optimization:
         accumulate = self.steps.accumulate_grad_batches
         stepping = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 >= trainer.num_training_batches
         strategy = trainer.strategy
-        no_sync = not stepping and isinstance(strategy, ParallelStrategy)
+        no_sync = not stepping and hasattr(strategy, "block_backward_sync")  # a ParallelStrategy (DDP, FSDP)
         with strategy.block_backward_sync() if no_sync else nullcontext():
             module.manual_backward(loss / accumulate if accumulate > 1 else loss)
         if not stepping:
