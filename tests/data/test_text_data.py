@@ -87,6 +87,15 @@ def test_unusable_paths_are_one_clear_error(tmp_path, make, error, message):
         TextLines(path=str(make(tmp_path))).spec  # noqa: B018
 
 
+def test_a_binary_file_given_as_a_corpus_is_named_with_the_encoding_to_check(tmp_path):
+    """Found by scripts/fuzz_config.py: a binary file read as utf-8 is one line, and the refusal
+    blamed only the held-out fractions."""
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DataError, match=rf"{binary} has 1 usable line\(s\) of utf-8 text: .*set data.encoding"):
+        TextLines(path=str(binary)).spec  # noqa: B018
+
+
 def test_an_empty_split_file_is_named(tmp_path):
     folder = corpus_folder(tmp_path)
     (folder / "toy.valid.txt").write_text("\n   \n")
