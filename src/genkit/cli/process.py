@@ -1,4 +1,4 @@
-"""How genkit's console scripts end: at once, once their work and every exit handler are done.
+"""How genkit's console scripts end: at once, when their work and every exit handler are done.
 
 After a run, Python's own teardown (freeing every module Lightning pulls in: torchmetrics,
 torchvision, scipy, torch._dynamo) takes over a second on its own (``python -c "import lightning"``

@@ -139,7 +139,7 @@ class CheckpointOnInterrupt(Callback):
                 else ("validation", trainer.validate_loop, trainer.num_val_batches)
             )
             log.warning(
-                "interrupted by %s in batch %d of %d of the final %s: training is complete and saved; "
+                "interrupted by %s in batch %d of %s of the final %s: training is complete and saved; "
                 "genkit-train resume=%s evaluates again and writes the results",
                 self.signal_name,
                 loop.batch_progress.current.completed,
