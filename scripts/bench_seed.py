@@ -23,38 +23,21 @@ initialisation instead of the seed's.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import statistics
-import struct
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from benchlib import train_run
+from benchlib import cut_split, train_run
 from genkit.data.images import hold_out, read_idx
 
 VAL_SIZE = 500
-IDX_MAGIC = {3: 0x803, 1: 0x801}  # unsigned bytes, 3 or 1 dimensions
 #: Keras 3.15.1 (PyTorch backend) on the default split (8,000/2,000, 10 epochs), seeds 0-2:
 #: test -ELBO by latent size, mean of the seeds.
 RECORDED_KERAS = {2: 169.7, 5: 148.0, 10: 142.7, 20: 145.0, 32: 148.6}
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """``array`` (uint8) as a gzipped IDX file, the format genkit's MNIST module reads."""
-    header = struct.pack(">I", IDX_MAGIC[array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(gzip.compress(header + array.tobytes(), mtime=0))
-
-
-def cut_split(mnist: Path, train: int, test: int, folder: Path) -> None:
-    """The first ``train`` training and ``test`` test images (and labels) of MNIST, into ``folder``."""
-    for name, size in (("train", train), ("t10k", test)):
-        for kind in ("images-idx3", "labels-idx1"):
-            source = next(mnist.glob(f"{name}-{kind}-ubyte*"))
-            write_idx(folder / f"{name}-{kind}-ubyte.gz", read_idx(source)[:size])
 
 
 def keras_seed(latent_dim: int):

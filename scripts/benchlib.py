@@ -1,8 +1,11 @@
-"""What the benchmark scripts share: finding genkit's console scripts and timing one training run."""
+"""What the benchmark scripts share: finding genkit's console scripts, timing one training run, and
+cutting a smaller MNIST out of the official files."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -23,3 +26,22 @@ def train_run(name: str, run_dir: Path, overrides: list[str]) -> dict[str, float
     subprocess.run(args, check=True)
     print(f"[{name}] trained in {(time.perf_counter() - start) / 60:.1f} min", flush=True)
     return json.loads((run_dir / "metrics.json").read_text())["metrics"]
+
+
+IDX_MAGIC = {3: 0x803, 1: 0x801}  # unsigned bytes, 3 or 1 dimensions
+
+
+def write_idx(path: Path, array) -> None:  # noqa: ANN001 (a uint8 numpy array)
+    """``array`` (uint8) as a gzipped IDX file, the format genkit's MNIST module reads."""
+    header = struct.pack(">I", IDX_MAGIC[array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.tobytes(), mtime=0))
+
+
+def cut_split(mnist: Path, train: int, test: int, folder: Path) -> None:
+    """The first ``train`` training and ``test`` test images (and labels) of MNIST, into ``folder``."""
+    from genkit.data.images import read_idx
+
+    for name, size in (("train", train), ("t10k", test)):
+        for kind in ("images-idx3", "labels-idx1"):
+            source = next(mnist.glob(f"{name}-{kind}-ubyte*"))
+            write_idx(folder / f"{name}-{kind}-ubyte.gz", read_idx(source)[:size])
