@@ -15,7 +15,6 @@ printed with genkit's own cost per epoch and per step in milliseconds.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench_overhead import SHAPE, PlainLoop
-from benchlib import console_script, cut_split
+from benchlib import console_script, cut_split, offline_env
 
 TRAIN, TEST, VAL_SIZE = 8000, 2000, 500
 
@@ -55,11 +54,7 @@ def plain_epoch_seconds(loop: PlainLoop, val: torch.Tensor, epochs: int) -> floa
             loop.step()
         with torch.no_grad():
             for batch in val.split(4 * SHAPE["batch"]):
-                mu, log_var = loop.encoder(batch).chunk(2, dim=-1)
-                z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
-                rec = loop.bce(loop.decoder(z), batch.flatten(1)).sum(-1)
-                kl = -0.5 * (1 + log_var - mu.pow(2) - log_var.exp()).sum(-1)
-                (rec + kl).sum().item()
+                loop.nelbo(batch).sum().item()
     return (time.perf_counter() - start) / epochs
 
 
@@ -78,8 +73,7 @@ def main() -> None:
     cut_split(args.mnist, TRAIN, TEST, folder)
     images = torch.tensor(read_idx(folder / "train-images-idx3-ubyte.gz"), dtype=torch.float32).div(255)[:, None]
     train, val = hold_out({"x": images}, VAL_SIZE)  # genkit's own hold-out: the same 7,500 and 500
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", HOME=str(work), GENKIT_LOG_DIR=str(work / "outputs"))
+    env = offline_env(work)
     loops = {name: PlainLoop(train["x"], genkit_kernels=name == "kernels") for name in ("plain", "kernels")}
     for loop in loops.values():
         plain_epoch_seconds(loop, val["x"], 1)  # warm-up

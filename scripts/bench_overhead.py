@@ -66,6 +66,14 @@ class PlainLoop:
         self.order = torch.randperm(len(x))
         self.position = 0
 
+    def nelbo(self, batch: torch.Tensor) -> torch.Tensor:
+        """Each example's -ELBO, one posterior sample."""
+        mu, log_var = self.encoder(batch).chunk(2, dim=-1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+        rec = self.bce(self.decoder(z), batch.flatten(1)).sum(-1)
+        kl = -0.5 * (1 + log_var - mu.pow(2) - log_var.exp()).sum(-1)
+        return rec + kl
+
     def step(self) -> float:
         """One optimiser step on the next batch of a shuffled epoch; returns its seconds."""
         start = time.perf_counter()
@@ -73,11 +81,7 @@ class PlainLoop:
             self.order, self.position = torch.randperm(len(self.x)), 0
         batch = self.x.index_select(0, self.order[self.position : self.position + SHAPE["batch"]])
         self.position += SHAPE["batch"]
-        mu, log_var = self.encoder(batch).chunk(2, dim=-1)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
-        rec = self.bce(self.decoder(z), batch.flatten(1)).sum(-1)
-        kl = -0.5 * (1 + log_var - mu.pow(2) - log_var.exp()).sum(-1)
-        loss = (rec + kl).mean()
+        loss = self.nelbo(batch).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import console_script
+from benchlib import console_script, offline_env
 
 #: A callback recording when the first training step starts and the last one ends (perf_counter is
 #: not comparable across processes; time.time is, to well under a millisecond here).
@@ -60,9 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="genkit-startup-"))
     (work / "step_times.py").write_text(STEP_TIMES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    path = os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))  # the callback's module
-    env.update(WANDB_MODE="offline", HOME=str(work), GENKIT_LOG_DIR=str(work / "outputs"), PYTHONPATH=path)
+    env = offline_env(work)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))  # the callback
     commands = {
         "import torch": [sys.executable, "-c", "import torch"],
         "import lightning": [sys.executable, "-c", "import lightning"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -16,6 +17,13 @@ def console_script(name: str) -> str:
     """The console script installed beside this Python (else ``name`` on the PATH)."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
+
+
+def offline_env(home: Path) -> dict[str, str]:
+    """This environment as a user without a W&B key sees it: W&B offline, ``home`` as HOME, runs under it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", HOME=str(home), GENKIT_LOG_DIR=str(home / "outputs"))
+    return env
 
 
 def train_run(name: str, run_dir: Path, overrides: list[str]) -> dict[str, float]:

@@ -112,7 +112,7 @@ def check_no_empty_layers(kind: str, entry: Entry, part: Any, params: dict[str, 
     zeros = [
         f"{kind}.{k}={v}"
         for k, v in params.items()
-        if is_whole(v, 0) or (isinstance(v, list) and any(is_whole(x, 0) for x in v))
+        if is_zero(v) or (isinstance(v, list) and any(is_zero(x) for x in v))
     ]
     raise PartConfigError(
         f"{kind} {entry.name!r} ({entry.origin}) built a layer of size 0 (parameter {empty[0]} has no elements)"
@@ -121,8 +121,9 @@ def check_no_empty_layers(kind: str, entry: Entry, part: Any, params: dict[str, 
     )
 
 
-def is_whole(value: Any, number: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value == number
+def is_zero(value: Any) -> bool:
+    """A whole-number 0 (not ``False``, not ``0.0``: a rate or probability of 0 is no size)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value == 0
 
 
 def check_compatible(entries: dict[str, Entry], data_name: str, spec: DataSpec) -> None:
