@@ -38,6 +38,8 @@ from genkit.parts.likelihoods import BinaryCrossEntropyWithLogits
 #: Set from the command line before training: batch size, hidden widths, latent size.
 SHAPE = {"batch": 128, "hidden": (128, 64), "latent": 2}
 BLOCK = 43  # genkit steps between rounds of plain steps: a tenth of an epoch at batch 128
+#: The timed paths: genkit's, then the plain loops (``steps``: how many steps each took).
+TIMED = ("genkit", "default", "kernels")
 #: Per training epoch, seconds spent in genkit's steps and in each plain loop's steps.
 EPOCHS: list[dict[str, float]] = []
 
@@ -107,7 +109,7 @@ class InterleavedSteps(L.Callback):
             self.plain = {"default": PlainLoop(x, genkit_kernels=False), "kernels": PlainLoop(x, genkit_kernels=True)}
         import bench_overhead  # the module Hydra imported this class from, not __main__
 
-        self.seconds = dict.fromkeys(["genkit", *self.plain], 0.0)
+        self.seconds = dict.fromkeys(["genkit", *self.plain, "steps"], 0.0)
         self.steps = 0
         bench_overhead.EPOCHS.append(self.seconds)
 
@@ -115,12 +117,13 @@ class InterleavedSteps(L.Callback):
         if batch_idx == 0:
             self.resumed = time.perf_counter()
             return
-        self.steps += 1
-        if self.steps % BLOCK and batch_idx + 1 < trainer.num_training_batches:
+        self.steps += len(batch) if isinstance(batch, list) else 1  # a group of steps_per_execution batches
+        if self.steps < BLOCK and batch_idx + 1 < trainer.num_training_batches:
             return
         self.seconds["genkit"] += time.perf_counter() - self.resumed
         for name, loop in self.plain.items():
             self.seconds[name] += sum(loop.step() for _ in range(self.steps))
+        self.seconds["steps"] += self.steps
         self.steps = 0
         self.resumed = time.perf_counter()
 
@@ -137,6 +140,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64], help="encoder widths (the decoder mirrors)")
     parser.add_argument("--latent", type=int, default=2, help="latent size")
     parser.add_argument("--compile", default=None, help="torch.compile backend for genkit's steps (inductor)")
+    parser.add_argument("--steps-per-execution", type=int, default=1, help="genkit's trainer.steps_per_execution")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_overhead  # the module Hydra imports the callback from, not __main__
@@ -157,22 +161,22 @@ def main() -> None:
         "logger=none",
         "+callbacks.interleaved._target_=bench_overhead.InterleavedSteps",
         *([f"compile={args.compile}"] if args.compile else []),
+        f"+trainer.steps_per_execution={args.steps_per_execution}",
     ]
     cfg = train_config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp))
     warm_up, epochs = bench_overhead.EPOCHS[0], bench_overhead.EPOCHS[1:]
-    steps = -(-55000 // args.batch) - 1  # timed steps per epoch: all but the first
     print(
         f"\nencoder 784-{'-'.join(map(str, args.hidden))}, latent {args.latent}, 55000 training images, "
-        f"batch {args.batch}, torch threads {torch.get_num_threads()}"
+        f"batch {args.batch}, steps per execution {args.steps_per_execution}, torch threads {torch.get_num_threads()}"
     )
     for i, epoch in enumerate(epochs, start=2):
-        rates = "  ".join(f"{name} {steps * args.batch / s:7.0f}" for name, s in epoch.items())
+        rates = "  ".join(f"{name} {epoch['steps'] * args.batch / epoch[name]:7.0f}" for name in TIMED)
         print(f"epoch {i}: samples/s {rates}")
     total = {name: sum(epoch[name] for epoch in epochs) for name in epochs[0]}
-    rate = {name: len(epochs) * steps * args.batch / s for name, s in total.items()}
-    per_step = {name: 1000 * s / (len(epochs) * steps) for name, s in total.items()}
+    rate = {name: total["steps"] * args.batch / total[name] for name in TIMED}
+    per_step = {name: 1000 * total[name] / total["steps"] for name in TIMED}
     print(
         f"\nplain loop (default Adam, torch's BCE): {rate['default']:8.0f} samples/s  {per_step['default']:.3f} ms/step"
     )

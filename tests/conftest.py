@@ -174,6 +174,15 @@ def final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, float
     return checkpoint["state_dict"], json.loads((run_dir / "metrics.json").read_text())["metrics"]
 
 
+def assert_same_final_state(run_dir: Path, reference: Path) -> None:
+    """The run in ``run_dir`` ended with the weights and metrics of the one in ``reference``, bit for bit."""
+    weights, metrics = final_state(run_dir)
+    expected_weights, expected_metrics = final_state(reference)
+    assert weights.keys() == expected_weights.keys()
+    assert all(torch.equal(weights[k], expected_weights[k]) for k in expected_weights), "weights differ"
+    assert metrics == expected_metrics
+
+
 #: Overrides that keep an end-to-end run to a few seconds.
 FAST = ["trainer.max_epochs=2", "callbacks.progress_bar.refresh_rate=0"]
 
@@ -294,3 +303,45 @@ def digits_folder(tmp_path: Path, speakers: tuple[str, ...] = ("ann", "bob"), ta
                 wave = tone(300 + 200 * digit, seconds) * (0.5 + 0.5 * s) + noise
                 soundfile.write(folder / f"{digit}_{speaker}_{take}.wav", wave.astype(np.float32), RATE)
     return folder
+
+
+#: A callback that sends its own process SIGTERM, once, in one training or validation batch (of an
+#: epoch) or test batch.
+SIGNAL_AT = """
+import os, signal
+from pathlib import Path
+from lightning.pytorch import Callback
+
+class SignalAt(Callback):
+    def __init__(self, stage, epoch, batch):
+        self.stage, self.epoch, self.batch = stage, epoch, batch
+
+    def signal(self, trainer, stage, batch_idx):
+        here = (stage, batch_idx) == (self.stage, self.batch) and not trainer.sanity_checking
+        signalled = Path("signalled")  # once: not again in the resumed run
+        if here and (stage == "test" or trainer.current_epoch == self.epoch) and not signalled.exists():
+            signalled.touch()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.signal(trainer, "training", batch_idx)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.signal(trainer, "validation", batch_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.signal(trainer, "test", batch_idx)
+"""
+
+
+def interrupter(
+    tmp_path: Path, env: dict[str, str], stage: str, epoch: int, batch: int
+) -> tuple[dict[str, str], list[str]]:
+    """The environment and ``genkit-train`` overrides of a run that sends itself SIGTERM once, in batch
+    ``batch`` of ``stage`` (training, validation: of epoch ``epoch``; test)."""
+    (tmp_path / "interrupter.py").write_text(SIGNAL_AT)
+    where = {"stage": stage, "epoch": epoch, "batch": batch}
+    overrides = ["+callbacks.interrupter._target_=interrupter.SignalAt"]
+    return {**env, "PYTHONPATH": str(tmp_path)}, overrides + [
+        f"+callbacks.interrupter.{k}={v}" for k, v in where.items()
+    ]

@@ -156,3 +156,11 @@ def model_from_checkpoint(checkpoint: dict[str, Any], cfg: DictConfig, path: str
             f"builds from its config: {str(error).splitlines()[0]}"
         ) from error
     return model.eval()
+
+
+def mid_epoch_steps_per_execution(meta: dict[str, Any]) -> int | None:
+    """The ``trainer.steps_per_execution`` a checkpoint saved mid-epoch (or in a validation within
+    training) was training with; None for one saved at an epoch's end, which resumes with any."""
+    if "train_sums" not in meta:
+        return None
+    return meta.get("steps_per_execution", 1)  # saved before genkit had groups: single batches

@@ -19,12 +19,14 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from genkit.checkpoint import rng_states, set_rng_states
+from genkit.checkpoint import mid_epoch_steps_per_execution, rng_states, set_rng_states
+from genkit.data.groups import StepGroup, StepGroups
+from genkit.errors import TrainerConfigError
 from genkit.modalities import modality_of
 from genkit.parts.base import Decoder, Encoder, Likelihood, Posterior, Prior, verify
 from genkit.registry import register_model
 from genkit.spec import DataSpec
-from genkit.training.metrics import METRIC_LABELS, SPLITS, EpochSums, MetricLayout
+from genkit.training.metrics import METRIC_LABELS, SPLITS, STEP_METRICS, EpochSums, MetricLayout
 from genkit.training.objective import (
     KL_SCHEDULES,
     MAX_DECODED_VALUES,
@@ -160,10 +162,21 @@ class VAE(L.LightningModule):
         """beta at optimiser step ``step`` under the configured schedule."""
         if self.kl_schedule == "constant":
             return self.beta
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        total = int(self.planned_batches()) if self._trainer is not None else 1
         return kl_weight(
             step, self.beta, self.kl_schedule, self.kl_warmup_steps, self.kl_cycles, self.kl_cycle_ratio, total
         )
+
+    def planned_batches(self) -> float:
+        """Training batches of the whole run: Lightning's ``estimated_stepping_batches``, each batch of a
+        ``StepGroup`` counted."""
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches
+        loader = trainer.train_dataloader
+        if not isinstance(loader, StepGroups) or trainer.max_epochs == -1 or loader.batches == math.inf:
+            return total
+        total = loader.batches * max(trainer.max_epochs, 1)
+        return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
 
     def loss(self, terms: ELBOTerms, beta: float) -> Tensor:
         """The training objective (a batch mean, in nats per example)."""
@@ -198,7 +211,8 @@ class VAE(L.LightningModule):
             self.checked_on_data = True
 
     def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self.check_on_data("training", batch)
+        if not isinstance(batch, StepGroup):  # a group's batches are checked as each is readied
+            self.check_on_data("training", batch)
 
     def on_validation_batch_start(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.check_on_data("validation", batch)
@@ -206,15 +220,45 @@ class VAE(L.LightningModule):
     def on_test_batch_start(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.check_on_data("test", batch)
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, Tensor] | StepGroup, batch_idx: int) -> None:
+        if not isinstance(batch, StepGroup):
+            self.train_on(batch, batch_idx, self.trainer.num_training_batches)
+            return
+        # One optimiser step per batch of the group, each batch readied right before its step, as
+        # Lightning would have done had it run them one by one (genkit.data.groups).
+        trainer, groups = self.trainer, self.trainer.train_dataloader
+        loop = trainer.fit_loop.epoch_loop
+        for position, one in enumerate(batch):
+            if 0 <= trainer.max_steps <= self.global_step:
+                break
+            if position:  # Lightning counts the group's last batch itself, after the step
+                loop._batches_that_stepped += 1
+            groups.step = position
+            one = trainer.datamodule.device_batch(one)
+            self.check_on_data("training", one)
+            self.train_on(one, batch_idx * groups.steps + position, groups.batches)
+        groups.step = 0
+
+    def train_on(self, batch: dict[str, Tensor], batch_idx: int, batches: float) -> None:
+        """One optimiser step (or accumulation) on ``batch``, batch ``batch_idx`` of the epoch's ``batches``."""
         terms = self.elbo_terms(batch["x"], batch.get("mask"), self.iwae_k)
         beta = self.kl_weight(self.global_step)
         loss = self.loss(terms, beta)
         self.sums["train"].add(self.batch_sums("train", batch["x"], terms, loss, batch.get("mask")), len(batch["x"]))
-        self.nonfinite = guard_finite(self, loss, self.nonfinite, batch_idx)
+        self.nonfinite = guard_finite(self, loss, self.nonfinite, batch_idx, batches)
         if self.global_step % self.trainer.log_every_n_steps == 0:
-            self.log_dict({"train/loss_step": loss.detach(), "train/beta": beta}, on_step=True, on_epoch=False)
-        self.optimization.step(self, loss, batch_idx)
+            self.log_step(loss, beta)
+        self.optimization.step(self, loss, batch_idx, batches)
+
+    def log_step(self, loss: Tensor, beta: float) -> None:
+        """Send ``STEP_METRICS`` of this step to the loggers, at this batch's step: straight to them, as
+        Lightning's logger connector would (with the epoch), since it logs only when a batch it runs ends."""
+        if not self.trainer.is_global_zero or not self.loggers:
+            return
+        values = {**dict(zip(STEP_METRICS, (float(loss.detach()), float(beta)))), "epoch": self.current_epoch}
+        step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        for logger in self.loggers:
+            logger.log_metrics(values, step=step)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimization.clip(self, optimizer)
@@ -270,6 +314,8 @@ class VAE(L.LightningModule):
         if self.saving_mid_epoch():  # keep the epoch's training sums, not logged yet
             train = self.sums["train"]
             checkpoint["genkit"]["train_sums"] = {"total": train.total, "count": train.count}
+            # Lightning's position in the epoch counts groups of this many batches (genkit.data.groups)
+            checkpoint["genkit"]["steps_per_execution"] = self.optimization.steps.steps_per_execution
 
     def saving_mid_epoch(self) -> bool:
         """Whether a checkpoint is saved before the running epoch's training sums are logged: mid-epoch
@@ -305,6 +351,12 @@ class VAE(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get("genkit", {})
+        saved, steps = mid_epoch_steps_per_execution(meta), self.optimization.steps.steps_per_execution
+        if saved not in (None, steps):  # genkit-train refuses it before starting (checked_checkpoint)
+            raise TrainerConfigError(
+                f"this checkpoint was saved mid-epoch in groups of trainer.steps_per_execution={saved} batches; "
+                f"train on from it with the same, not {steps}"
+            )
         self.resumed_rng = meta.get("rng")
         if "train_sums" in meta:
             self.sums["train"].total = meta["train_sums"]["total"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,9 +22,10 @@ from conftest import (
     FAST,
     RATE,
     TrainedRun,
+    assert_same_final_state,
     corpus_folder,
     digits_folder,
-    final_state,
+    interrupter,
     kill,
     run,
     script,
@@ -341,10 +343,30 @@ def test_sigkill_mid_epoch_then_resume_from_shards_ends_exactly_as_an_uninterrup
     assert saved_mid_epoch(killed / "checkpoints" / "last.ckpt")
     resumed = run([*script("genkit-train"), f"resume={killed}"], cli_env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    weights, metrics = final_state(killed)
-    expected_weights, expected_metrics = final_state(shards_run.folder)
-    assert all(torch.equal(weights[k], expected_weights[k]) for k in expected_weights), "weights differ"
-    assert metrics == expected_metrics
+    assert_same_final_state(killed, shards_run.folder)
+
+
+def test_groups_of_streamed_batches_stop_mid_epoch_and_resume_exactly_as_single_batches(
+    prepared_digits, tmp_path, cli_env
+):
+    """Two loader workers stream the batches, Lightning runs them in groups of three: a SIGTERM after
+    the third group of epoch 1 saves the stream's position in batches, and the resumed run ends as
+    one that ran single batches, never stopped."""
+    training = [*shards_training(prepared_digits)[:-1], "trainer.max_epochs=2", "logger=csv", "callbacks.media=null"]
+    straight = tmp_path / "straight"
+    assert run([*script("genkit-train"), *training, f"hydra.run.dir={straight}"], cli_env, tmp_path).returncode == 0
+    env, signal_at = interrupter(tmp_path, cli_env, "training", 1, 2)
+    stopped = tmp_path / "stopped"
+    grouped = [*training, "trainer.steps_per_execution=3", f"hydra.run.dir={stopped}"]
+    interrupted = run([*script("genkit-train"), *grouped, *signal_at], env, tmp_path)
+    assert interrupted.returncode == 128 + signal.SIGTERM, interrupted.stderr[-3000:]
+    # 40 batches an epoch: the third group of epoch 1 ends at step 49.
+    assert "interrupted by SIGTERM at step 49" in interrupted.stdout + interrupted.stderr, interrupted.stdout[-2000:]
+    saved = torch.load(stopped / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert (saved["epoch"], saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]) == (1, 3)
+    resumed = run([*script("genkit-train"), f"resume={stopped}"], env, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_final_state(stopped, straight)
 
 
 def test_commands_on_a_model_trained_from_shards_and_data_of_another_kind_refused(shards_run, tmp_path, genkit_command):

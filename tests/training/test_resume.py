@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import final_state, kill, run, saved_epoch, script, shared_run, start, wait_for
+from conftest import (
+    assert_same_final_state,
+    final_state,
+    interrupter,
+    kill,
+    run,
+    saved_epoch,
+    script,
+    shared_run,
+    start,
+    wait_for,
+)
 from genkit.checkpoint import read_checkpoint
 from genkit.training.resume import frozen_changes
 from genkit.training.run import TRAINING_END, WRITE_DELAY_ENV
@@ -40,12 +51,10 @@ def straight(tmp_path_factory, worker_id) -> Path:
 
 
 def assert_same_end(resumed: Path, straight: Path) -> None:
-    weights, metrics = final_state(resumed)
-    expected_weights, expected_metrics = final_state(straight)
-    assert weights.keys() == expected_weights.keys()
-    assert all(torch.equal(weights[k], expected_weights[k]) for k in weights), "weights differ after resuming"
-    assert metrics == expected_metrics
-    assert metrics["train/lr"] == pytest.approx(1e-3 * GAMMA ** (EPOCHS - 1), rel=1e-5)  # the last epoch's rate
+    assert_same_final_state(resumed, straight)
+    assert final_state(resumed)[1]["train/lr"] == pytest.approx(
+        1e-3 * GAMMA ** (EPOCHS - 1), rel=1e-5
+    )  # the last epoch's rate
 
 
 def test_sigkill_then_resume_ends_exactly_as_an_uninterrupted_run(straight, tmp_path, cli_env):
@@ -84,58 +93,34 @@ def test_sigterm_and_ctrl_c_save_mid_epoch_and_resume_exactly(signum, straight, 
     assert_same_end(stopped, straight)
 
 
-#: A callback that sends its own process SIGTERM, once, in one validation (of an epoch) or test batch.
-SIGNAL_IN_EVALUATION = """
-import os, signal
-from pathlib import Path
-from lightning.pytorch import Callback
-
-class SignalAt(Callback):
-    def __init__(self, stage, epoch, batch):
-        self.stage, self.epoch, self.batch = stage, epoch, batch
-
-    def signal(self, trainer, stage, batch_idx):
-        here = (stage, batch_idx) == (self.stage, self.batch) and not trainer.sanity_checking
-        signalled = Path("signalled")  # once: not again in the resumed run
-        if here and (stage == "test" or trainer.current_epoch == self.epoch) and not signalled.exists():
-            signalled.touch()
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.signal(trainer, "validation", batch_idx)
-
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.signal(trainer, "test", batch_idx)
-"""
-
 #: 10 training steps an epoch, 6 validation batches, 12 test batches.
 EVALUATING = ["trainer.max_epochs=4", "data.eval_batch_size=30", "callbacks.progress_bar.refresh_rate=0", "logger=csv"]
 
 
 @pytest.mark.parametrize(
-    ("stage", "batch", "stopped_at", "saved_epoch_", "completed"),
+    ("stage", "batch", "groups", "stopped_at", "saved_epoch_", "completed"),
     [
-        ("validation", 2, "in validation batch 3 of 6 (step 30)", 2, 10),  # rerun from its start on resuming
-        ("validation", 5, "at step 30", 3, 10),  # the last batch: the epoch ends (its media skipped), a save there
-        ("test", 2, "in batch 3 of 12 of the final test", 3, 10),  # training complete: evaluated again on resuming
+        ("validation", 2, 1, "in validation batch 3 of 6 (step 30)", 2, 10),  # rerun from its start on resuming
+        ("validation", 5, 1, "at step 30", 3, 10),  # the last batch: the epoch ends (its media skipped), a save there
+        ("test", 2, 1, "in batch 3 of 12 of the final test", 3, 10),  # training complete: evaluated again on resuming
+        ("training", 1, 3, "at step 26", 2, 2),  # after the second group of three batches of epoch 2 (steps 20-25)
     ],
 )
-def test_sigterm_in_validation_or_test_stops_after_that_batch_and_resume_ends_as_never_stopped(
-    stage, batch, stopped_at, saved_epoch_, completed, tmp_path_factory, worker_id, tmp_path, cli_env
+def test_sigterm_in_a_batch_stops_after_that_batch_and_resume_ends_as_never_stopped(
+    stage, batch, groups, stopped_at, saved_epoch_, completed, tmp_path_factory, worker_id, tmp_path, cli_env
 ):
-    """SIGTERM arrives in a given batch of epoch 2's validation or of the final test: the run stops
-    after that very batch (the message says which), and resuming ends exactly as a run never stopped."""
+    """SIGTERM arrives in a given batch of epoch 2's training or validation or of the final test: the run
+    stops after that very batch (the message says which), and resuming ends exactly as a run never
+    stopped, one that ran single batches too when this one ran groups of them."""
     straight = shared_run("straight-evaluating", EVALUATING, tmp_path_factory, worker_id).folder
-    (tmp_path / "interrupter.py").write_text(SIGNAL_IN_EVALUATION)
-    env = {**cli_env, "PYTHONPATH": str(tmp_path)}
+    env, signal_at = interrupter(tmp_path, cli_env, stage, 2, batch)
     stopped = tmp_path / "stopped"
-    signal_at = [f"+callbacks.interrupter.{k}={v}" for k, v in {"stage": stage, "epoch": 2, "batch": batch}.items()]
     interrupted = run(
         [
             *script("genkit-train"),
             *EVALUATING,
-            "+callbacks.interrupter._target_=interrupter.SignalAt",
             *signal_at,
+            f"trainer.steps_per_execution={groups}",
             f"hydra.run.dir={stopped}",
         ],
         env,
@@ -149,12 +134,14 @@ def test_sigterm_in_validation_or_test_stops_after_that_batch_and_resume_ends_as
     loops = torch.load(last, map_location="cpu", weights_only=True)["loops"]
     assert saved_epoch(last) == saved_epoch_
     assert loops["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"] == completed
+    if groups > 1:  # Lightning's position counts groups of three: other groups cannot continue from it
+        files = sorted(stopped.rglob("*"))
+        refused = run([*script("genkit-train"), f"resume={stopped}", "trainer.steps_per_execution=2"], env, tmp_path)
+        assert refused.returncode == 2 and "resume with trainer.steps_per_execution=3" in refused.stderr
+        assert sorted(stopped.rglob("*")) == files, "refused before anything was written"
     resumed = run([*script("genkit-train"), f"resume={stopped}"], env, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    weights, metrics = final_state(stopped)
-    expected_weights, expected_metrics = final_state(straight)
-    assert all(torch.equal(weights[k], expected_weights[k]) for k in expected_weights), "weights differ after resuming"
-    assert metrics == expected_metrics
+    assert_same_final_state(stopped, straight)
 
 
 def test_a_kill_during_the_final_evaluation_resumes_to_the_same_results(straight, tmp_path, cli_env):

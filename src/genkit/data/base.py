@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genkit.data.augment import Augment
+from genkit.data.groups import StepGroup, StepGroups
 from genkit.errors import DataError
 from genkit.registry import registry
 from genkit.spec import DataSpec
@@ -123,6 +124,15 @@ class DataModule(L.LightningDataModule, ABC):
         return batch
 
     def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
+        if isinstance(batch, StepGroup):  # the model readies each batch of the group right before its step
+            return batch
+        return self.device_batch(batch)
+
+    def device_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A batch on its device made what the model reads (``model_batch``), augmented in training; what
+        Lightning's ``on_after_batch_transfer`` does to each batch. Subclasses with per-batch randomness
+        of their own override this, so that it runs right before the batch's step whatever
+        ``steps_per_execution`` is."""
         trainer = self.trainer
         generator = None
         if self.augment.active and trainer is not None and trainer.training:
@@ -295,8 +305,11 @@ def array_recipe(source: str, spec: DataSpec, splits: dict[str, Split], levels: 
 def batches_trained(trainer: L.Trainer) -> int:
     """Training batches of the current epoch whose step has run: the mid-epoch resume point a loader
     saves. Lightning's ``completed`` count lags by one inside ``on_train_batch_end``, where
-    step-interval checkpoints are written, and it restores that count with the lag made good."""
-    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    step-interval checkpoints are written, and it restores that count with the lag made good. Lightning
+    counts ``StepGroup``s when batches come in groups."""
+    groups_done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+    loader = trainer.train_dataloader
+    return loader.batches_done(groups_done) if isinstance(loader, StepGroups) else groups_done
 
 
 #: Data sets at most this large are moved to the accelerator once, at set-up.
@@ -397,7 +410,8 @@ class InMemoryDataModule(DataModule):
 
     def transfer_batch_to_device(self, batch: dict[str, Tensor], device: torch.device, dataloader_idx: int) -> Any:
         """Batches of a device-resident set are already there: skip Lightning's generic traversal."""
-        if all(t.device == device for t in batch.values()):
+        batches = batch if isinstance(batch, StepGroup) else [batch]
+        if all(t.device == device for one in batches for t in one.values()):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
@@ -483,8 +497,8 @@ class ArrayDataModule(InMemoryDataModule):
             return torch.bernoulli(x, generator=generator)
         return (torch.bernoulli(x.float() / self.scale, generator=generator) * self.scale).to(x.dtype)
 
-    def on_after_batch_transfer(self, batch: dict[str, Tensor], dataloader_idx: int) -> dict[str, Tensor]:
-        batch = super().on_after_batch_transfer(batch, dataloader_idx)
+    def device_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        batch = super().device_batch(batch)
         if self.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
             batch = {**batch, "x": torch.bernoulli(batch["x"])}
         return batch

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 #: Burda et al. (2016): a latent unit is active when Cov_x(E_q[z_u]) exceeds this.
 ACTIVE_UNIT_THRESHOLD = 0.01
 SPLITS = ("train", "val", "test")
-#: Logged every ``trainer.log_every_n_steps`` optimiser steps (``VAE.training_step``), to W&B and the
-#: CSV log: the value at some step, not the epoch's, so the final metrics leave them out.
+#: Sent to the loggers (W&B, the CSV log) every ``trainer.log_every_n_steps`` optimiser steps
+#: (``VAE.log_step``): values at a step, not the epoch's, so kept out of the final metrics.
 STEP_METRICS = ("train/loss_step", "train/beta")
 
 #: Column titles of metric keys in the console tables (training summary, genkit-eval), in table order.

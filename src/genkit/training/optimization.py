@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # Lightning is imported when training, not when a config is c
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 #: Trainer arguments the model applies itself: Lightning's manual optimisation does not take them.
-STEP_ARGUMENTS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+STEP_ARGUMENTS = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches", "steps_per_execution")
 #: Lightning precisions that run a gradient scaler (``16-mixed``) or autocast (``bf16-mixed``).
 MIXED_PRECISIONS = frozenset({"16-mixed", "bf16-mixed", "16", "bf16"})
 #: When a learning-rate schedule steps.
@@ -40,26 +40,30 @@ SCHEDULE_INTERVALS = ("epoch", "step")
 @dataclass(frozen=True)
 class OptimizerSteps:
     """How training steps the optimiser: Lightning's Trainer arguments of the same names, applied
-    by the model itself because its manual optimisation does not take them.
+    by the model itself because its manual optimisation does not take them, and genkit's own
+    ``steps_per_execution``.
 
     Attributes:
         gradient_clip_val: clip the gradients' norm (or values) to this; None or 0: no clipping.
         gradient_clip_algorithm: ``norm`` or ``value``.
         accumulate_grad_batches: add up the gradients of this many batches per optimiser step.
+        steps_per_execution: training batches per batch Lightning runs (``genkit.data.groups``).
     """
 
     gradient_clip_val: float | None = None
     gradient_clip_algorithm: str = "norm"
     accumulate_grad_batches: int = 1
+    steps_per_execution: int = 1
 
     def __post_init__(self) -> None:
         if self.gradient_clip_algorithm not in ("norm", "value"):
             raise ValueError(
                 f"trainer.gradient_clip_algorithm must be 'norm' or 'value', got {self.gradient_clip_algorithm!r}"
             )
-        accumulate = self.accumulate_grad_batches
-        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
-            raise ValueError(f"trainer.accumulate_grad_batches must be a whole number >= 1, got {accumulate!r}")
+        for name in ("accumulate_grad_batches", "steps_per_execution"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"trainer.{name} must be a whole number >= 1, got {value!r}")
         clip = self.gradient_clip_val
         number = isinstance(clip, int | float) and not isinstance(clip, bool)
         if clip is not None and not (number and 0 <= clip < math.inf):
@@ -130,15 +134,14 @@ class Optimization:
         scheduler = {"scheduler": self.schedule.factory(optimizer), "interval": self.schedule.interval}
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
-    def step(self, module: LightningModule, loss: Tensor, batch_idx: int) -> None:
-        """Backward, then every ``accumulate_grad_batches`` batches (and at the epoch's last) one
-        optimiser step and a step of a per-step learning-rate schedule: what Lightning's automatic
-        loop does, without its per-step closure (~0.16 ms a step on CPU). Under DDP, batches that
-        only accumulate skip the gradient all-reduce."""
-        trainer = module.trainer
+    def step(self, module: LightningModule, loss: Tensor, batch_idx: int, batches: float) -> None:
+        """Backward, then every ``accumulate_grad_batches`` batches (and at the epoch's last of
+        ``batches``) one optimiser step and a step of a per-step learning-rate schedule: what
+        Lightning's automatic loop does, without its per-step closure (~0.16 ms a step on CPU).
+        Under DDP, batches that only accumulate skip the gradient all-reduce."""
         accumulate = self.steps.accumulate_grad_batches
-        stepping = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 >= trainer.num_training_batches
-        strategy = trainer.strategy
+        stepping = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 >= batches
+        strategy = module.trainer.strategy
         no_sync = not stepping and hasattr(strategy, "block_backward_sync")  # a ParallelStrategy (DDP, FSDP)
         with strategy.block_backward_sync() if no_sync else nullcontext():
             module.manual_backward(loss / accumulate if accumulate > 1 else loss)
@@ -232,21 +235,20 @@ def learning_rate_schedule(node: Any, objective: str) -> LearningRateSchedule | 
     return LearningRateSchedule(factory, interval, monitor)
 
 
-def guard_finite(module: LightningModule, loss: Tensor, flag: Tensor | None, batch_idx: int) -> Tensor:
+def guard_finite(module: LightningModule, loss: Tensor, flag: Tensor | None, batch_idx: int, batches: float) -> Tensor:
     """Stop on a NaN/inf loss before the epoch's checkpoint is written, so the last one on disk is good;
     returns the running flag of a non-finite loss.
 
     On the CPU reading the flag is free, so every step is checked. On an accelerator it
     would force a sync, so the flag stays on the device and is read every
-    ``log_every_n_steps`` steps and at the end of each epoch.
+    ``log_every_n_steps`` steps and at the end of each epoch (batch ``batch_idx`` of ``batches``).
     """
-    trainer = module.trainer
     bad = ~torch.isfinite(loss.detach())
     flag = bad if flag is None else flag | bad
     due = (
         loss.device.type == "cpu"
-        or module.global_step % trainer.log_every_n_steps == 0
-        or batch_idx + 1 >= trainer.num_training_batches
+        or module.global_step % module.trainer.log_every_n_steps == 0
+        or batch_idx + 1 >= batches
     )
     if due and bool(flag):
         if module.global_step == 0:  # no update yet: the learning rate cannot be the cause

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from genkit.checkpoint import read_checkpoint, upgrade_config
+from genkit.checkpoint import mid_epoch_steps_per_execution, read_checkpoint, upgrade_config
 from genkit.errors import CheckpointError, ResumeError, UnknownPartError
 from genkit.registry import KINDS, registry
 from genkit.spec import DataSpec
@@ -35,9 +35,9 @@ class ResumePoint:
     finished: dict[str, float] | None = None
 
 
-def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest readable checkpoint in ``folder`` (``last.ckpt`` first) and the run config
-    stored in it, warning about unreadable ones.
+def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """The newest readable checkpoint in ``folder`` (``last.ckpt`` first), what genkit stored in it
+    and the run config stored in it, warning about unreadable ones.
 
     Leftovers of a write that was cut off (``.*.tmp``) are removed: the atomic write never
     renamed them over a checkpoint, so they hold nothing that was saved.
@@ -49,11 +49,11 @@ def latest_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]] | None:
     candidates = sorted(folder.glob("*.ckpt"), key=lambda p: (p.name != "last.ckpt", -p.stat().st_mtime))
     for path in candidates:
         try:
-            _, stored = read_checkpoint(path)
+            checkpoint, stored = read_checkpoint(path)
         except CheckpointError as error:
             log.warning("%s; trying the previous one", error)
             continue
-        return path, OmegaConf.to_container(stored)
+        return path, checkpoint["genkit"], OmegaConf.to_container(stored)
     if candidates:
         raise ResumeError(
             f"no checkpoint in {folder} can be read ({', '.join(p.name for p in candidates)}); "
@@ -119,13 +119,21 @@ def checked_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
     found = latest_checkpoint(run_dir / "checkpoints")
     if found is None:
         return None
-    checkpoint, stored = found
+    checkpoint, meta, stored = found
     changes = frozen_changes(stored, OmegaConf.to_container(cfg, resolve=True))
     if changes:
         raise ResumeError(
             f"cannot resume {run_dir}: the configuration changes what {checkpoint.name} was trained as: "
             f"{'; '.join(changes)}. Keep those as they were (training length, logging and callbacks "
             "may change), or start a new run"
+        )
+    saved, steps = mid_epoch_steps_per_execution(meta), cfg.trainer.get("steps_per_execution") or 1
+    if saved not in (None, steps):
+        raise ResumeError(
+            f"cannot resume {run_dir}: {checkpoint.name} was saved mid-epoch while training in groups of "
+            f"trainer.steps_per_execution={saved} batches, and Lightning's position in the epoch counts those "
+            f"groups; resume with trainer.steps_per_execution={saved} (change it only from a checkpoint saved "
+            "at an epoch's end)"
         )
     return checkpoint
 

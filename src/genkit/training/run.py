@@ -22,10 +22,12 @@ from genkit import plugins
 from genkit.compose import compose, entry_for
 from genkit.config import check_run_options
 from genkit.console import SUMMARY, be_quiet, quiet_dependencies, verbose
+from genkit.data.base import DataModule
+from genkit.data.groups import StepGroups
 from genkit.errors import TrainerConfigError
 from genkit.registry import PART_KINDS
 from genkit.training.folder import RunLock, launched_rank, write_atomically
-from genkit.training.metrics import STEP_METRICS, summary_table
+from genkit.training.metrics import summary_table
 from genkit.training.optimization import STEP_ARGUMENTS
 from genkit.training.resume import ResumePoint, check_same_data, resume_point
 from genkit.training.tracking import ModelKeepingWandbLogger, build_loggers, finish_wandb
@@ -108,6 +110,73 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callbac
         ) from error
 
 
+#: Lightning's hooks that see each batch a loader yields: with ``steps_per_execution`` they see a group.
+BATCH_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def group_training_batches(cfg: DictConfig, datamodule: Any) -> None:
+    """With ``trainer.steps_per_execution`` K above 1, make ``datamodule``'s training loader yield
+    groups of K batches (``genkit.data.groups``). Settings that count single batches in Lightning's
+    loop (validation or checkpoints every N batches, batch limits) and compiling are refused.
+
+    Raises:
+        TrainerConfigError: naming the setting that cannot work with groups, and the fix.
+    """
+    steps = int(cfg.trainer.get("steps_per_execution") or 1)
+    if steps == 1:
+        return
+    fix = "or set trainer.steps_per_execution=1"
+    trainer = cfg.trainer
+    counted = {
+        "trainer.val_check_interval": trainer.get("val_check_interval"),
+        "trainer.limit_train_batches": trainer.get("limit_train_batches"),
+    }
+    for name, value in counted.items():
+        if value is not None and not (isinstance(value, float) and value == 1.0):
+            raise TrainerConfigError(
+                f"{name}={value} counts single batches, which trainer.steps_per_execution={steps} runs in groups; "
+                f"leave it at 1.0 {fix}"
+            )
+    if trainer.get("overfit_batches"):
+        raise TrainerConfigError(f"trainer.overfit_batches does not work with grouped batches; {fix}")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is not None and node.get("every_n_train_steps"):
+            raise TrainerConfigError(
+                f"callbacks.{name}.every_n_train_steps counts single steps, which trainer.steps_per_execution={steps} "
+                f"runs in groups; save every_n_epochs instead {fix}"
+            )
+    if cfg.get("compile"):
+        raise TrainerConfigError(f"compile={cfg.compile} compiles one step per batch; {fix}")
+    own = [
+        hook
+        for hook in BATCH_TRANSFER_HOOKS
+        if not defining_class(datamodule, hook).__module__.startswith(("genkit.", "lightning."))
+    ]
+    if not isinstance(datamodule, DataModule) or own:
+        raise TrainerConfigError(
+            f"the data module {type(datamodule).__name__} readies batches in its own way "
+            f"({', '.join(own) or 'not a genkit.data.DataModule'}), which cannot be applied batch by batch in "
+            f"groups; move that work into device_batch {fix}"
+        )
+    make = datamodule.train_dataloader
+
+    def grouped() -> StepGroups:
+        loader = make()
+        if isinstance(loader, torch.utils.data.DataLoader) and not type(loader).__module__.startswith("genkit."):
+            raise TrainerConfigError(
+                f"the data module {type(datamodule).__name__} trains from a torch DataLoader, which Lightning "
+                f"prepares (distributed sampler, worker seeds) only when it is handed over as it is; {fix}"
+            )
+        return StepGroups(loader, steps)
+
+    datamodule.train_dataloader = grouped
+
+
+def defining_class(instance: Any, name: str) -> type:
+    """The class in ``instance``'s MRO that defines the attribute ``name``."""
+    return next(cls for cls in type(instance).__mro__ if name in vars(cls))
+
+
 def skip_nvml_probe_without_gpu() -> None:
     """On a machine without a usable GPU, answer torch's CUDA checks without NVML.
 
@@ -130,7 +199,7 @@ def training_metrics(trainer: L.Trainer, output_dir: Path) -> dict[str, float]:
     """The last training epoch's metrics: those just logged, or, when the fit had ended before this
     process (resuming a run killed during its final evaluation), those saved when it ended."""
     logged = trainer.callback_metrics.items()
-    metrics = {k: float(v) for k, v in logged if k.startswith("train/") and k not in STEP_METRICS}
+    metrics = {k: float(v) for k, v in logged if k.startswith("train/")}
     saved = output_dir / TRAINING_END
     if metrics:
         if trainer.is_global_zero:
@@ -219,6 +288,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if start.finished is not None:
         return start.finished
     datamodule, model = compose(cfg)
+    group_training_batches(cfg, datamodule)
     if start.checkpoint is not None:
         check_same_data(start.checkpoint, datamodule.spec)
     data_name = entry_for("data", cfg.data).name
