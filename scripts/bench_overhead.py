@@ -161,7 +161,7 @@ def main() -> None:
         "logger=none",
         "+callbacks.interleaved._target_=bench_overhead.InterleavedSteps",
         *([f"compile={args.compile}"] if args.compile else []),
-        f"+trainer.steps_per_execution={args.steps_per_execution}",
+        f"trainer.steps_per_execution={args.steps_per_execution}",
     ]
     cfg = train_config(overrides)
     with tempfile.TemporaryDirectory() as tmp:
