@@ -40,7 +40,8 @@ SHAPE = {"batch": 128, "hidden": (128, 64), "latent": 2}
 BLOCK = 43  # genkit steps between rounds of plain steps: a tenth of an epoch at batch 128
 #: The timed paths: genkit's, then the plain loops (``steps``: how many steps each took).
 TIMED = ("genkit", "default", "kernels")
-#: Per training epoch, seconds spent in genkit's steps and in each plain loop's steps.
+#: Per training epoch, seconds spent in genkit's steps and in each plain loop's steps (``TIMED``), and
+#: how many steps each timed (``steps``).
 EPOCHS: list[dict[str, float]] = []
 
 

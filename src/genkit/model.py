@@ -19,9 +19,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from genkit.checkpoint import mid_epoch_steps_per_execution, rng_states, set_rng_states
+from genkit.checkpoint import rng_states, set_rng_states
 from genkit.data.groups import StepGroup, StepGroups
-from genkit.errors import TrainerConfigError
 from genkit.modalities import modality_of
 from genkit.parts.base import Decoder, Encoder, Likelihood, Posterior, Prior, verify
 from genkit.registry import register_model
@@ -351,12 +350,6 @@ class VAE(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get("genkit", {})
-        saved, steps = mid_epoch_steps_per_execution(meta), self.optimization.steps.steps_per_execution
-        if saved not in (None, steps):  # genkit-train refuses it before starting (checked_checkpoint)
-            raise TrainerConfigError(
-                f"this checkpoint was saved mid-epoch in groups of trainer.steps_per_execution={saved} batches; "
-                f"train on from it with the same, not {steps}"
-            )
         self.resumed_rng = meta.get("rng")
         if "train_sums" in meta:
             self.sums["train"].total = meta["train_sums"]["total"]

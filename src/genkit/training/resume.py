@@ -17,6 +17,7 @@ from genkit.checkpoint import mid_epoch_steps_per_execution, read_checkpoint, up
 from genkit.errors import CheckpointError, ResumeError, UnknownPartError
 from genkit.registry import KINDS, registry
 from genkit.spec import DataSpec
+from genkit.training.optimization import OptimizerSteps
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def checked_checkpoint(cfg: DictConfig, run_dir: Path) -> Path | None:
             f"{'; '.join(changes)}. Keep those as they were (training length, logging and callbacks "
             "may change), or start a new run"
         )
-    saved, steps = mid_epoch_steps_per_execution(meta), cfg.trainer.get("steps_per_execution") or 1
+    saved, steps = mid_epoch_steps_per_execution(meta), OptimizerSteps.from_trainer(cfg.trainer).steps_per_execution
     if saved not in (None, steps):
         raise ResumeError(
             f"cannot resume {run_dir}: {checkpoint.name} was saved mid-epoch while training in groups of "

@@ -114,15 +114,14 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callbac
 BATCH_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
-def group_training_batches(cfg: DictConfig, datamodule: Any) -> None:
-    """With ``trainer.steps_per_execution`` K above 1, make ``datamodule``'s training loader yield
-    groups of K batches (``genkit.data.groups``). Settings that count single batches in Lightning's
+def group_training_batches(cfg: DictConfig, datamodule: Any, steps: int) -> None:
+    """With ``steps`` (``trainer.steps_per_execution``) above 1, make ``datamodule``'s training loader
+    yield groups of that many batches (``genkit.data.groups``). Settings that count single batches in Lightning's
     loop (validation or checkpoints every N batches, batch limits) and compiling are refused.
 
     Raises:
         TrainerConfigError: naming the setting that cannot work with groups, and the fix.
     """
-    steps = int(cfg.trainer.get("steps_per_execution") or 1)
     if steps == 1:
         return
     fix = "or set trainer.steps_per_execution=1"
@@ -288,7 +287,7 @@ def train_in(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if start.finished is not None:
         return start.finished
     datamodule, model = compose(cfg)
-    group_training_batches(cfg, datamodule)
+    group_training_batches(cfg, datamodule, model.optimization.steps.steps_per_execution)
     if start.checkpoint is not None:
         check_same_data(start.checkpoint, datamodule.spec)
     data_name = entry_for("data", cfg.data).name
