@@ -66,6 +66,13 @@ def load(modules: list[str] | tuple[str, ...] = ()) -> None:
         load_local(module)
 
 
+def beyond_builtins(modules: list[str] | tuple[str, ...] = ()) -> bool:
+    """Whether ``load(modules)`` would import anything but genkit's own parts: local modules or
+    installed plugins (``genkit list`` reads genkit's own from a manifest when it would not)."""
+    installed = os.environ.get(DISABLE_AUTOLOAD_ENV) != "1" and bool(entry_points(group=ENTRY_POINT_GROUP))
+    return installed or bool(local_modules(list(modules)))
+
+
 def load_builtins() -> None:
     """Register genkit's own classes (each import registers once; later calls are lookups)."""
     for package in BUILTINS:

@@ -272,6 +272,29 @@ def test_genkit_list_shows_every_part_with_origin_and_parameters(tmp_path, cli_e
     assert code == 0 and "conv" in only and "priors:" not in only
 
 
+#: Lists genkit's own classes from the manifest, checks that did not import them, then lists the registry.
+BOTH_LISTINGS = """
+import json, sys
+from genkit.cli.listing import builtins_listing, listing
+from genkit import plugins
+manifest = [builtins_listing(None, "*"), builtins_listing("encoder", "conv*")]
+imported = [m for m in ("lightning", "genkit.parts", "genkit.data", "genkit.model") if m in sys.modules]
+plugins.load_builtins()
+registry = [listing(None, "*"), listing("encoder", "conv*")]
+print(json.dumps({"manifest": manifest, "registry": registry, "imported": imported}))
+"""
+
+
+def test_genkit_list_reads_genkits_own_parts_from_a_manifest_that_matches_the_registry(tmp_path, cli_env):
+    """Listing genkit's own classes imports none of them (nor Lightning); what it shows is what the registry holds."""
+    result = run([sys.executable, "-c", BOTH_LISTINGS], cli_env, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = json.loads(result.stdout)
+    assert shown["imported"] == []
+    assert shown["manifest"] == shown["registry"], "src/genkit/cli/builtins.json is stale: python -m genkit.cli.listing"
+    assert "  conv           [genkit]  channels=[32, 64]" in shown["manifest"][1] and "mlp" not in shown["manifest"][1]
+
+
 def test_clipping_accumulation_and_a_plateau_schedule_from_the_command_line(tmp_path, cli_env):
     """genkit steps the optimiser itself; the Trainer's arguments for it still work as Lightning users expect."""
     out = tmp_path / "run"
