@@ -13,10 +13,13 @@ alone. Each block of genkit steps and each plain step is timed; ratios are of to
 over all epochs but the first (warm-up), validation excluded, and genkit's own cost per step is
 printed in milliseconds. ``--batch`` shows how the ratios move with the batch size; ``--hidden 8
 --latent 2 --batch 8`` makes the kernels cost next to nothing, so what is left is the host-side
-time per step that a GPU, whose kernels are fast, would also wait for.
+time per step that a GPU, whose kernels are fast, would also wait for. ``--model conv`` trains
+genkit's conv encoder and decoder (``encoder=conv decoder=conv``, their default widths) instead,
+the plain loops using the same two modules.
 
     python scripts/bench_overhead.py --mnist ../shared/data/mnist [--epochs 6] [--batch 128]
     python scripts/bench_overhead.py --mnist ../shared/data/mnist --hidden 8 --latent 2 --batch 8 --epochs 3
+    python scripts/bench_overhead.py --mnist ../shared/data/mnist --model conv --epochs 3 [--compile inductor]
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from genkit.parts.decoders import ConvDecoder
+from genkit.parts.encoders import ConvEncoder
 from genkit.parts.likelihoods import BinaryCrossEntropyWithLogits
+from genkit.spec import DataSpec
 
-#: Set from the command line before training: batch size, hidden widths, latent size.
-SHAPE = {"batch": 128, "hidden": (128, 64), "latent": 2}
+#: Set from the command line before training: the model (mlp: the seed's; conv), batch size, hidden
+#: widths (mlp), latent size.
+SHAPE = {"model": "mlp", "batch": 128, "hidden": (128, 64), "latent": 2}
 BLOCK = 43  # genkit steps between rounds of plain steps: a tenth of an epoch at batch 128
 #: The timed paths: genkit's, then the plain loops (``steps``: how many steps each took).
 TIMED = ("genkit", "default", "kernels")
@@ -55,14 +62,23 @@ def dense(widths: list[int]) -> list[nn.Module]:
 
 
 class PlainLoop:
-    """The seed Keras model (``SHAPE``'s widths) written out by hand, trained one batch per call."""
+    """The seed Keras model (``SHAPE``'s widths) written out by hand, or genkit's conv encoder and
+    decoder modules with a linear posterior head, trained one batch per call."""
 
-    def __init__(self, x: torch.Tensor, genkit_kernels: bool) -> None:
+    def __init__(self, x: torch.Tensor, spec: DataSpec, genkit_kernels: bool) -> None:
         torch.manual_seed(0)
         self.x = x
-        hidden, latent = list(SHAPE["hidden"]), SHAPE["latent"]
-        self.encoder = nn.Sequential(nn.Flatten(), *dense([784, *hidden]), nn.Linear(hidden[-1], 2 * latent))
-        self.decoder = nn.Sequential(*dense([latent, *hidden[::-1]]), nn.Linear(hidden[0], 784))
+        latent = SHAPE["latent"]
+        if SHAPE["model"] == "conv":
+            conv = ConvEncoder(spec)
+            self.encoder = nn.Sequential(conv, nn.Linear(conv.out_features, 2 * latent))
+            self.decoder = nn.Sequential(
+                ConvDecoder(spec, latent_dim=latent, param_shape=spec.event_shape), nn.Flatten()
+            )
+        else:
+            hidden = list(SHAPE["hidden"])
+            self.encoder = nn.Sequential(nn.Flatten(), *dense([784, *hidden]), nn.Linear(hidden[-1], 2 * latent))
+            self.decoder = nn.Sequential(*dense([latent, *hidden[::-1]]), nn.Linear(hidden[0], 784))
         parameters = [*self.encoder.parameters(), *self.decoder.parameters()]
         self.optimizer = torch.optim.Adam(parameters, lr=1e-3, fused=genkit_kernels or None)
         self.bce = BinaryCrossEntropyWithLogits.apply if genkit_kernels else bce_with_logits
@@ -106,8 +122,8 @@ class InterleavedSteps(L.Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
         if not self.plain:
-            x = trainer.datamodule.splits["train"]["x"]
-            self.plain = {"default": PlainLoop(x, genkit_kernels=False), "kernels": PlainLoop(x, genkit_kernels=True)}
+            x, spec = trainer.datamodule.splits["train"]["x"], trainer.datamodule.spec
+            self.plain = {name: PlainLoop(x, spec, genkit_kernels=name == "kernels") for name in ("default", "kernels")}
         import bench_overhead  # the module Hydra imported this class from, not __main__
 
         self.seconds = dict.fromkeys(["genkit", *self.plain, "steps"], 0.0)
@@ -137,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mnist", type=Path, required=True, help="folder with the MNIST IDX files")
     parser.add_argument("--epochs", type=int, default=6, help="training epochs (the first is warm-up)")
+    parser.add_argument("--model", choices=["mlp", "conv"], default="mlp", help="the seed's MLP or genkit's conv parts")
     parser.add_argument("--batch", type=int, default=128, help="batch size")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64], help="encoder widths (the decoder mirrors)")
     parser.add_argument("--latent", type=int, default=2, help="latent size")
@@ -148,14 +165,21 @@ def main() -> None:
     from genkit.config import train_config
     from genkit.training.run import train
 
-    shape = {"batch": args.batch, "hidden": tuple(args.hidden), "latent": args.latent}
+    shape = {"model": args.model, "batch": args.batch, "hidden": tuple(args.hidden), "latent": args.latent}
     bench_overhead.SHAPE.update(shape)
+    parts = (
+        ["encoder=conv", "decoder=conv"]
+        if args.model == "conv"
+        else [
+            f"encoder.hidden=[{','.join(map(str, args.hidden))}]",
+            f"decoder.hidden=[{','.join(map(str, args.hidden[::-1]))}]",
+        ]
+    )
     overrides = [
         "experiment=seed_mnist",
         f"data.root={args.mnist}",
         f"data.batch_size={args.batch}",
-        f"encoder.hidden=[{','.join(map(str, args.hidden))}]",
-        f"decoder.hidden=[{','.join(map(str, args.hidden[::-1]))}]",
+        *parts,
         f"model.latent_dim={args.latent}",
         f"trainer.max_epochs={args.epochs}",
         "trainer.accelerator=cpu",
@@ -168,8 +192,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp))
     warm_up, epochs = bench_overhead.EPOCHS[0], bench_overhead.EPOCHS[1:]
+    encoder = "conv (32, 64), 256" if args.model == "conv" else f"784-{'-'.join(map(str, args.hidden))}"
     print(
-        f"\nencoder 784-{'-'.join(map(str, args.hidden))}, latent {args.latent}, 55000 training images, "
+        f"\nencoder {encoder}, latent {args.latent}, 55000 training images, "
         f"batch {args.batch}, steps per execution {args.steps_per_execution}, torch threads {torch.get_num_threads()}"
     )
     for i, epoch in enumerate(epochs, start=2):

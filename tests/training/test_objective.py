@@ -64,3 +64,40 @@ def test_mutual_information_estimate_spans_zero_to_log_batch():
     assert abs(estimate(torch.zeros(512, 2), 1.0)) < 0.15, "one posterior for every x: z says nothing about x"
     separated = estimate(torch.randn(512, 2) * 100, 0.01)
     assert separated == pytest.approx(math.log(512), abs=0.15), "disjoint posteriors: z identifies x among B"
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        {},
+        {
+            "prior": {"_target_": "genkit.parts.priors.VampPrior", "pseudo_inputs": 10},
+            "likelihood": {"_target_": "genkit.parts.likelihoods.GaussianLikelihood", "sigma_mode": "predicted"},
+        },
+        {
+            "encoder": {"_target_": "genkit.parts.encoders.ConvEncoder"},
+            "decoder": {"_target_": "genkit.parts.decoders.ConvDecoder"},
+            "prior": {"_target_": "genkit.parts.priors.MixturePrior"},
+        },
+    ],
+    ids=["mlp", "vamp-gaussian", "conv-mog"],
+)
+def test_the_compiled_bound_is_one_graph_computing_the_same_terms(parts):
+    """compile= compiles elbo_terms: the parts, torch's distributions and the KL must trace whole, since
+    a graph break would split every training step in two. Building the model fills torch's KL dispatch
+    cache (emptied here), whose first lookup would break the graph."""
+    from torch._dynamo.utils import counters
+    from torch.distributions.kl import _KL_MEMOIZE
+
+    _KL_MEMOIZE.clear()
+    model = build_model(config(**parts), SPEC)
+    x = torch.rand(16, 1, 8, 8)
+    torch._dynamo.reset()
+    counters.clear()
+    eager = model.elbo_terms
+    model.compile_bound("eager")
+    torch.manual_seed(0)
+    compiled = model.elbo_terms(x)
+    assert dict(counters["graph_break"]) == {} and counters["stats"]["unique_graphs"] == 1
+    torch.manual_seed(0)
+    torch.testing.assert_close(compiled.nelbo, eager(x).nelbo)

@@ -74,7 +74,6 @@ def test_grouped_batches_count_and_resume_in_batches():
         ("+trainer.val_check_interval=0.5", "trainer.val_check_interval=0.5 counts single batches"),
         ("+trainer.limit_train_batches=4", "trainer.limit_train_batches=4 counts single batches"),
         ("+callbacks.model_checkpoint.every_n_train_steps=5", "callbacks.model_checkpoint.every_n_train_steps"),
-        ("compile=eager", "compile=eager compiles one step per batch"),
     ],
 )
 def test_settings_that_count_single_batches_are_refused_with_groups(setting, message, tmp_path):

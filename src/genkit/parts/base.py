@@ -27,6 +27,7 @@ from torch.distributions import Distribution
 from genkit.errors import PartContractError
 from genkit.registry import registry
 from genkit.spec import DataSpec
+from genkit.training.objective import analytic_kl
 
 if TYPE_CHECKING:
     from genkit.model import VAE
@@ -267,7 +268,7 @@ def verify(model: VAE, batch: dict[str, Tensor] | None = None, where: str = "a p
                 issues = check_finite_shape(z, (2, n, d), "rsample((2,))") or check_finite_shape(
                     q.log_prob(z), (2, n), "log_prob(z)"
                 )
-                found["z"] = z[0]
+                found["z"], found["q"] = z[0], q
                 return issues
 
             def prior() -> list[str]:
@@ -277,7 +278,11 @@ def verify(model: VAE, batch: dict[str, Tensor] | None = None, where: str = "a p
                     return issues
                 z = p.sample((n,))
                 issues = check_finite_shape(z, (n, d), "sample((n,))")
-                return issues or check_finite_shape(p.log_prob(z), (n,), "log_prob(z)")
+                issues = issues or check_finite_shape(p.log_prob(z), (n,), "log_prob(z)")
+                # The bound's KL, analytic where torch knows the pair (which also fills torch's KL
+                # dispatch cache before a compiled bound would trace the dispatch and break its graph).
+                analytic = analytic_kl(found["q"], p) if "q" in found else None
+                return issues or (check_finite_shape(analytic[0], (n,), "KL(q(z|x) || p(z))") if analytic else [])
 
             def decoder() -> list[str]:
                 found["params"] = params = model.decoder(found["z"], x, mask)

@@ -117,7 +117,7 @@ BATCH_TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", 
 def group_training_batches(cfg: DictConfig, datamodule: Any, steps: int) -> None:
     """With ``steps`` (``trainer.steps_per_execution``) above 1, make ``datamodule``'s training loader
     yield groups of that many batches (``genkit.data.groups``). Settings that count single batches in Lightning's
-    loop (validation or checkpoints every N batches, batch limits) and compiling are refused.
+    loop (validation or checkpoints every N batches, batch limits) are refused.
 
     Raises:
         TrainerConfigError: naming the setting that cannot work with groups, and the fix.
@@ -144,8 +144,6 @@ def group_training_batches(cfg: DictConfig, datamodule: Any, steps: int) -> None
                 f"callbacks.{name}.every_n_train_steps counts single steps, which trainer.steps_per_execution={steps} "
                 f"runs in groups; save every_n_epochs instead {fix}"
             )
-    if cfg.get("compile"):
-        raise TrainerConfigError(f"compile={cfg.compile} compiles one step per batch; {fix}")
     own = [
         hook
         for hook in BATCH_TRANSFER_HOOKS
@@ -294,8 +292,8 @@ def train_in(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     log.info("genkit run in %s\n%s", output_dir, banner(cfg, datamodule, data_name))
     callbacks = build_callbacks(cfg, output_dir)
     loggers = build_loggers(cfg, output_dir, resumed=start.checkpoint is not None)
-    if cfg.get("compile"):  # Lightning compiles the *_step methods too, and saves plain weights
-        model = torch.compile(model, backend=cfg.compile)
+    if cfg.get("compile"):
+        model.compile_bound(cfg.compile)
     try:
         trainer = build_trainer(cfg, loggers, callbacks, output_dir)
         try:
