@@ -6,8 +6,7 @@ schedule, and the estimates that read a batch's posteriors (mutual information, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -40,23 +39,20 @@ class ELBOTerms:
     kl: Tensor
     kl_per_dim: Tensor | None
     log_w: Tensor | None
+    #: Reconstruction NLL ``-E_q log p(x|z)`` per example ``[B]``.
+    rec: Tensor = field(init=False)
+    #: -ELBO per example ``[B]``: the bound on -log p(x) that training minimises (beta=1).
+    nelbo: Tensor = field(init=False)
+    #: -log of the k-sample importance-weighted bound ``[B]`` (tighter than nelbo), with ``log_w``.
+    iwae: Tensor | None = field(init=False)
 
-    @cached_property
-    def rec(self) -> Tensor:
-        """Reconstruction NLL ``-E_q log p(x|z)`` per example ``[B]``."""
-        return -(self.log_px[0] if len(self.log_px) == 1 else self.log_px.mean(0))
-
-    @cached_property
-    def nelbo(self) -> Tensor:
-        """-ELBO per example ``[B]``: the bound on -log p(x) that training minimises (beta=1)."""
-        return self.rec + self.kl
-
-    @cached_property
-    def iwae(self) -> Tensor | None:
-        """-log of the k-sample importance-weighted bound ``[B]`` (tighter than nelbo)."""
-        if self.log_w is None:
-            return None
-        return -(torch.logsumexp(self.log_w, 0) - math.log(self.log_w.shape[0]))
+    def __post_init__(self) -> None:
+        # Computed here, not as cached properties: every step reads them, and Python 3.11's
+        # cached_property takes a lock on each first read (and breaks a compiled graph).
+        self.rec = -(self.log_px.squeeze(0) if len(self.log_px) == 1 else self.log_px.mean(0))  # squeeze: a view
+        self.nelbo = self.rec + self.kl
+        log_w = self.log_w
+        self.iwae = None if log_w is None else -(torch.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
 
 
 def analytic_kl(q: Distribution, p: Distribution) -> tuple[Tensor, Tensor | None] | None:

@@ -235,22 +235,24 @@ def learning_rate_schedule(node: Any, objective: str) -> LearningRateSchedule | 
     return LearningRateSchedule(factory, interval, monitor)
 
 
-def guard_finite(module: LightningModule, loss: Tensor, flag: Tensor | None, batch_idx: int, batches: float) -> Tensor:
+def guard_finite(
+    module: LightningModule, loss: Tensor, flag: Tensor | None, batch_idx: int, batches: float
+) -> Tensor | None:
     """Stop on a NaN/inf loss before the epoch's checkpoint is written, so the last one on disk is good;
     returns the running flag of a non-finite loss.
 
-    On the CPU reading the flag is free, so every step is checked. On an accelerator it
-    would force a sync, so the flag stays on the device and is read every
+    On the CPU reading the loss is free, so every step's is checked. On an accelerator it
+    would force a sync, so a flag of non-finite losses stays on the device and is read every
     ``log_every_n_steps`` steps and at the end of each epoch (batch ``batch_idx`` of ``batches``).
     """
-    bad = ~torch.isfinite(loss.detach())
-    flag = bad if flag is None else flag | bad
-    due = (
-        loss.device.type == "cpu"
-        or module.global_step % module.trainer.log_every_n_steps == 0
-        or batch_idx + 1 >= batches
-    )
-    if due and bool(flag):
+    if loss.device.type == "cpu":
+        stop = not math.isfinite(loss.item())
+    else:
+        bad = ~torch.isfinite(loss.detach())
+        flag = bad if flag is None else flag | bad
+        due = module.global_step % module.trainer.log_every_n_steps == 0 or batch_idx + 1 >= batches
+        stop = due and bool(flag)
+    if stop:
         if module.global_step == 0:  # no update yet: the learning rate cannot be the cause
             raise NonFiniteLossError(
                 f"the training loss was {loss.item()} before the first optimiser step, at the initial weights: a part "
