@@ -42,10 +42,11 @@ def test_two_process_ddp_logs_exact_metrics_once(ddp_run):
     assert logged["val/active_units"] == ((mean.pow(2).mean(0) - mean.mean(0).pow(2)) > 0.01).sum().item()
 
 
-def test_groups_of_batches_under_ddp_train_exactly_as_single_batches(ddp_run, tmp_path, cli_env):
-    """Each process steps once per batch of its groups, its gradients all-reduced at every step."""
+def test_groups_of_batches_and_a_compiled_bound_under_ddp_train_exactly_as_single_batches(ddp_run, tmp_path, cli_env):
+    """Each process steps once per batch of its groups, its gradients all-reduced at every step, also
+    when its bound runs through torch.compile (compile=eager: TorchDynamo's capture, no code generation)."""
     out = tmp_path / "grouped"
-    args = [*script("genkit-train"), *DDP, "trainer.steps_per_execution=2", f"hydra.run.dir={out}"]
+    args = [*script("genkit-train"), *DDP, "trainer.steps_per_execution=2", "compile=eager", f"hydra.run.dir={out}"]
     result = run(args, cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_final_state(out, ddp_run.folder)
