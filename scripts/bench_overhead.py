@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="batch size")
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 64], help="encoder widths (the decoder mirrors)")
     parser.add_argument("--latent", type=int, default=2, help="latent size")
-    parser.add_argument("--compile", default=None, help="torch.compile backend for genkit's steps (inductor)")
+    parser.add_argument("--compile", default=None, help="torch.compile backend for genkit's bound (inductor)")
     parser.add_argument("--steps-per-execution", type=int, default=1, help="genkit's trainer.steps_per_execution")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -190,10 +190,9 @@ class VAE(L.LightningModule):
         """Training batches of the whole run: Lightning's ``estimated_stepping_batches``, each batch of a
         ``StepGroup`` counted."""
         trainer = self.trainer
-        total = trainer.estimated_stepping_batches
         loader = trainer.train_dataloader
         if not isinstance(loader, StepGroups) or trainer.max_epochs == -1 or loader.batches == math.inf:
-            return total
+            return trainer.estimated_stepping_batches
         total = loader.batches * max(trainer.max_epochs, 1)
         return min(total, trainer.max_steps) if trainer.max_steps != -1 else total
 
