@@ -44,8 +44,10 @@ class IndependentBernoulli(Independent):
         logits = self.base_dist.logits
         if logits.shape != value.shape:
             logits, value = torch.broadcast_tensors(logits, value)
-        dtype = torch.promote_types(logits.dtype, torch.float32)  # as autocast runs torch's BCE
-        bce = BinaryCrossEntropyWithLogits.apply(logits.to(dtype), value.to(dtype))
+        if logits.dtype != torch.float32 or value.dtype != torch.float32:  # float32: no conversion to dispatch
+            dtype = torch.promote_types(logits.dtype, torch.float32)  # as autocast runs torch's BCE
+            logits, value = logits.to(dtype), value.to(dtype)
+        bce = BinaryCrossEntropyWithLogits.apply(logits, value)
         return -bce.sum(tuple(range(-self.reinterpreted_batch_ndims, 0)))
 
 

@@ -41,7 +41,9 @@ class GaussianPosterior(Posterior):
     def forward(self, features: Tensor) -> Distribution:
         loc, raw = self.head(features).chunk(2, dim=-1)
         if self.scale == "exp":
-            sigma = torch.exp(0.5 * raw.clamp(*LOGVAR_RANGE))
+            # hardtanh is the clamp whose backward is one kernel (clamp's takes five ops); at the range's
+            # two end points exactly it passes no gradient, where clamp's passes it.
+            sigma = torch.exp(0.5 * nn.functional.hardtanh(raw, *LOGVAR_RANGE))
         else:
             sigma = nn.functional.softplus(raw) + self.min_scale
         return Independent(Normal(loc, sigma), 1)

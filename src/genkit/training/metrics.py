@@ -85,21 +85,24 @@ class MetricLayout:
         mask: Tensor | None = None,
         distances: Tensor | None = None,
     ) -> Tensor:
-        """One batch's sums in layout order (``distances``: ``[B, len(self.distances)]``)."""
+        """One batch's sums in layout order (``distances``: ``[B, len(self.distances)]``): the per-example
+        values stacked and summed at once, two ops where a sum each took one more per scalar (the
+        training step's share of this runs every step)."""
         batch = terms.kl.shape[0]
-        values = [terms.nelbo.sum(), terms.rec.sum(), terms.kl.sum()]
+        rows = [terms.nelbo, terms.rec, terms.kl]
         if self.iwae:
-            values.append(terms.iwae.sum())
+            rows.append(terms.iwae)
         if self.tokens:
-            values.append(mask.sum().to(terms.kl.dtype))
+            rows.append(mask.sum(-1).to(terms.kl.dtype))
         if split == "train":
-            values.append(loss * batch)
-            return torch.stack(values)
-        values.append(mutual_information(terms) * batch)
-        if self.distances:
-            values += list(distances.sum(0))
+            rows.append(loss.expand(batch))  # the batch mean, once per example
+            return torch.stack(rows).sum(1)
+        rows.append(mutual_information(terms).expand(batch))
         mean = posterior_mean(terms)
-        return torch.cat([torch.stack(values), mean.sum(0), (mean * mean).sum(0)])
+        per_example = [torch.stack(rows, 1), mean, mean * mean]
+        if self.distances:
+            per_example.insert(1, distances)
+        return torch.cat(per_example, 1).sum(0)
 
     def rates(self, nats: Tensor, count: Tensor | int, tokens: Tensor | None) -> dict[str, Tensor]:
         """Bits per dimension (images) and perplexity per token (sequences, ``</s>`` counted) of a

@@ -49,8 +49,9 @@ class ELBOTerms:
     def __post_init__(self) -> None:
         # Computed here, not as cached properties: every step reads them, and Python 3.11's
         # cached_property takes a lock on each first read (and breaks a compiled graph).
-        self.rec = -(self.log_px.squeeze(0) if len(self.log_px) == 1 else self.log_px.mean(0))  # squeeze: a view
-        self.nelbo = self.rec + self.kl
+        log_px = self.log_px.squeeze(0) if len(self.log_px) == 1 else self.log_px.mean(0)  # squeeze: a view
+        self.rec = -log_px
+        self.nelbo = self.kl - log_px  # = rec + kl, one backward node fewer when the loss is the -ELBO
         log_w = self.log_w
         self.iwae = None if log_w is None else -(torch.logsumexp(log_w, 0) - math.log(log_w.shape[0]))
 
