@@ -15,9 +15,13 @@ printed in milliseconds. ``--batch`` shows how the ratios move with the batch si
 --latent 2 --batch 8`` makes the kernels cost next to nothing, so what is left is the host-side
 time per step that a GPU, whose kernels are fast, would also wait for. ``--model conv`` trains
 genkit's conv encoder and decoder (``encoder=conv decoder=conv``, their default widths) instead,
-the plain loops using the same two modules.
+the plain loops using the same two modules. ``--bound-only ROUNDS`` does not train: it times
+genkit's step without Lightning (the model's bound, loss, epoch sums, NaN check, backward and
+optimiser step: ``BoundPath``) against the plain loop with genkit's kernels, interleaved, which
+isolates what the bound's distribution objects and part modules cost from Lightning's hooks.
 
     python scripts/bench_overhead.py --mnist ../shared/data/mnist [--epochs 6] [--batch 128]
+    python scripts/bench_overhead.py --mnist ../shared/data/mnist --hidden 8 --latent 2 --batch 8 --bound-only 40
     python scripts/bench_overhead.py --mnist ../shared/data/mnist --hidden 8 --latent 2 --batch 8 --epochs 3
     python scripts/bench_overhead.py --mnist ../shared/data/mnist --model conv --epochs 3 [--compile inductor]
 """
@@ -25,7 +29,9 @@ the plain loops using the same two modules.
 from __future__ import annotations
 
 import argparse
+import math
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +39,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
@@ -40,6 +47,7 @@ from genkit.parts.decoders import ConvDecoder
 from genkit.parts.encoders import ConvEncoder
 from genkit.parts.likelihoods import BinaryCrossEntropyWithLogits
 from genkit.spec import DataSpec
+from genkit.training.metrics import EpochSums
 
 #: Set from the command line before training: the model (mlp: the seed's; conv), batch size, hidden
 #: widths (mlp), latent size.
@@ -61,13 +69,35 @@ def dense(widths: list[int]) -> list[nn.Module]:
     return [m for a, b in zip(widths, widths[1:]) for m in (nn.Linear(a, b), nn.ReLU())]
 
 
-class PlainLoop:
+class Loop:
+    """Steps on the batches of a shuffled epoch of ``x``, drawn as a user's loop draws them; ``train_on``
+    is the step itself."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.order = torch.randperm(len(x))
+        self.position = 0
+
+    def step(self) -> float:
+        """One optimiser step on the next batch; returns its seconds."""
+        start = time.perf_counter()
+        if self.position >= len(self.x):
+            self.order, self.position = torch.randperm(len(self.x)), 0
+        batch = self.x.index_select(0, self.order[self.position : self.position + SHAPE["batch"]])
+        self.position += SHAPE["batch"]
+        self.train_on(batch)
+        return time.perf_counter() - start
+
+    def train_on(self, batch: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+class PlainLoop(Loop):
     """The seed Keras model (``SHAPE``'s widths) written out by hand, or genkit's conv encoder and
-    decoder modules with a linear posterior head, trained one batch per call."""
+    decoder modules with a linear posterior head."""
 
     def __init__(self, x: torch.Tensor, genkit_kernels: bool) -> None:
         torch.manual_seed(0)
-        self.x = x
         latent = SHAPE["latent"]
         if SHAPE["model"] == "conv":
             spec = DataSpec("image", tuple(x.shape[1:]), "unit_interval")  # MNIST's
@@ -83,8 +113,7 @@ class PlainLoop:
         parameters = [*self.encoder.parameters(), *self.decoder.parameters()]
         self.optimizer = torch.optim.Adam(parameters, lr=1e-3, fused=genkit_kernels or None)
         self.bce = BinaryCrossEntropyWithLogits.apply if genkit_kernels else bce_with_logits
-        self.order = torch.randperm(len(x))
-        self.position = 0
+        super().__init__(x)
 
     def nelbo(self, batch: torch.Tensor) -> torch.Tensor:
         """Each example's -ELBO, one posterior sample."""
@@ -94,18 +123,33 @@ class PlainLoop:
         kl = -0.5 * (1 + log_var - mu.pow(2) - log_var.exp()).sum(-1)
         return rec + kl
 
-    def step(self) -> float:
-        """One optimiser step on the next batch of a shuffled epoch; returns its seconds."""
-        start = time.perf_counter()
-        if self.position >= len(self.x):
-            self.order, self.position = torch.randperm(len(self.x)), 0
-        batch = self.x.index_select(0, self.order[self.position : self.position + SHAPE["batch"]])
-        self.position += SHAPE["batch"]
+    def train_on(self, batch: torch.Tensor) -> None:
         loss = self.nelbo(batch).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return time.perf_counter() - start
+
+
+class BoundPath(Loop):
+    """genkit's step without Lightning: what ``VAE.train_on`` computes (the model's ``elbo_terms``, loss,
+    epoch sums and CPU NaN check), backward and the optimiser genkit configures."""
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor) -> None:
+        self.model = model.train()
+        self.optimizer = model.configure_optimizers()
+        self.sums = EpochSums()
+        super().__init__(x)
+
+    def train_on(self, batch: torch.Tensor) -> None:
+        model = self.model
+        terms = model.elbo_terms(batch, None, model.iwae_k)
+        loss = model.loss(terms, model.beta)
+        self.sums.add(model.batch_sums("train", batch, terms, loss), len(batch))
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError("the loss is not finite")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
 
 
 class InterleavedSteps(L.Callback):
@@ -146,6 +190,31 @@ class InterleavedSteps(L.Callback):
         self.resumed = time.perf_counter()
 
 
+def bound_only(cfg: DictConfig, rounds: int) -> None:
+    """genkit's step without Lightning against the plain loop with the same kernels: ``rounds`` blocks of
+    ``BLOCK`` steps each, alternating, after one block each of warm-up; the medians over the rounds of
+    each path's time per step and of their difference in the same round (the machine's hiccups move
+    single rounds), which is the cost of genkit's bound (its distribution objects, part modules,
+    epoch sums and NaN check) alone."""
+    from genkit.compose import compose
+
+    torch.distributions.Distribution.set_default_validate_args(False)  # as genkit-train runs
+    datamodule, model = compose(cfg)
+    datamodule.setup("fit")
+    x = datamodule.splits["train"]["x"]
+    loops = {"genkit": BoundPath(model, x), "kernels": PlainLoop(x, genkit_kernels=True)}
+    per_step: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(rounds + 1):
+        for name, loop in loops.items():
+            per_step[name].append(1e3 * sum(loop.step() for _ in range(BLOCK)) / BLOCK)
+    genkit, kernels = per_step["genkit"][1:], per_step["kernels"][1:]  # the first round warms up
+    own = statistics.median(g - k for g, k in zip(genkit, kernels))
+    print(f"\nbatch {SHAPE['batch']}, {rounds} rounds of {BLOCK} steps, torch threads {torch.get_num_threads()}")
+    print(f"plain loop with genkit's kernels: {statistics.median(kernels):.3f} ms/step (median of rounds)")
+    print(f"genkit's bound, no Lightning:     {statistics.median(genkit):.3f} ms/step")
+    print(f"the bound's own cost per step:    {own:.3f} ms (median of the rounds' differences)")
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -160,6 +229,13 @@ def main() -> None:
     parser.add_argument("--latent", type=int, default=2, help="latent size")
     parser.add_argument("--compile", default=None, help="torch.compile backend for genkit's bound (inductor)")
     parser.add_argument("--steps-per-execution", type=int, default=1, help="genkit's trainer.steps_per_execution")
+    parser.add_argument(
+        "--bound-only",
+        type=int,
+        metavar="ROUNDS",
+        help="time genkit's step without Lightning (BoundPath) against the plain loop with genkit's kernels, "
+        "in ROUNDS interleaved blocks, instead of training",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_overhead  # the module Hydra imports the callback from, not __main__
@@ -168,6 +244,7 @@ def main() -> None:
 
     shape = {"model": args.model, "batch": args.batch, "hidden": tuple(args.hidden), "latent": args.latent}
     bench_overhead.SHAPE.update(shape)
+    SHAPE.update(shape)  # this module runs as __main__: --bound-only uses its own classes
     parts = (
         ["encoder=conv", "decoder=conv"]
         if args.model == "conv"
@@ -190,6 +267,9 @@ def main() -> None:
         f"trainer.steps_per_execution={args.steps_per_execution}",
     ]
     cfg = train_config(overrides)
+    if args.bound_only:
+        bound_only(cfg, args.bound_only)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp))
     warm_up, epochs = bench_overhead.EPOCHS[0], bench_overhead.EPOCHS[1:]
