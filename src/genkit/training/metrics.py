@@ -85,9 +85,9 @@ class MetricLayout:
         mask: Tensor | None = None,
         distances: Tensor | None = None,
     ) -> Tensor:
-        """One batch's sums in layout order (``distances``: ``[B, len(self.distances)]``): the per-example
-        values stacked and summed at once, two ops where a sum each took one more per scalar (the
-        training step's share of this runs every step)."""
+        """One batch's sums in layout order (``distances``: ``[B, len(self.distances)]``). The per-example
+        values are stacked and summed at once: in training, every step, two ops where a sum per term,
+        a product and a stack took six."""
         batch = terms.kl.shape[0]
         rows = [terms.nelbo, terms.rec, terms.kl]
         if self.iwae:
@@ -99,10 +99,8 @@ class MetricLayout:
             return torch.stack(rows).sum(1)
         rows.append(mutual_information(terms).expand(batch))
         mean = posterior_mean(terms)
-        per_example = [torch.stack(rows, 1), mean, mean * mean]
-        if self.distances:
-            per_example.insert(1, distances)
-        return torch.cat(per_example, 1).sum(0)
+        distance_columns = [distances] if self.distances else []
+        return torch.cat([torch.stack(rows, 1), *distance_columns, mean, mean * mean], 1).sum(0)
 
     def rates(self, nats: Tensor, count: Tensor | int, tokens: Tensor | None) -> dict[str, Tensor]:
         """Bits per dimension (images) and perplexity per token (sequences, ``</s>`` counted) of a
