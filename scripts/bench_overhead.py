@@ -200,6 +200,8 @@ def bound_only(cfg: DictConfig, rounds: int) -> None:
 
     torch.distributions.Distribution.set_default_validate_args(False)  # as genkit-train runs
     datamodule, model = compose(cfg)
+    if cfg.get("compile"):
+        model.compile_bound(cfg.compile)  # compiled in the first (warm-up) round
     datamodule.setup("fit")
     x = datamodule.splits["train"]["x"]
     loops = {"genkit": BoundPath(model, x), "kernels": PlainLoop(x, genkit_kernels=True)}
