@@ -29,7 +29,6 @@ isolates what the bound's distribution objects and part modules cost from Lightn
 from __future__ import annotations
 
 import argparse
-import math
 import resource
 import statistics
 import sys
@@ -48,6 +47,7 @@ from genkit.parts.encoders import ConvEncoder
 from genkit.parts.likelihoods import BinaryCrossEntropyWithLogits
 from genkit.spec import DataSpec
 from genkit.training.metrics import EpochSums
+from genkit.training.optimization import guard_finite
 
 #: Set from the command line before training: the model (mlp: the seed's; conv), batch size, hidden
 #: widths (mlp), latent size.
@@ -145,8 +145,7 @@ class BoundPath(Loop):
         terms = model.elbo_terms(batch, None, model.iwae_k)
         loss = model.loss(terms, model.beta)
         self.sums.add(model.batch_sums("train", batch, terms, loss), len(batch))
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError("the loss is not finite")
+        guard_finite(model, loss, None, 0, 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
