@@ -296,8 +296,9 @@ def test_genkit_list_reads_genkits_own_parts_from_a_manifest_that_matches_the_re
     assert "  conv           [genkit]  channels=[32, 64]" in shown["manifest"][1] and "mlp" not in shown["manifest"][1]
 
 
-def test_clipping_accumulation_and_a_plateau_schedule_from_the_command_line(tmp_path, cli_env):
-    """genkit steps the optimiser itself; the Trainer's arguments for it still work as Lightning users expect."""
+def test_clipping_accumulation_a_plateau_schedule_and_a_profiler_from_the_command_line(tmp_path, cli_env):
+    """genkit steps the optimiser itself and replaces Lightning's default profiler; the Trainer's arguments
+    for both still work as Lightning users expect."""
     out = tmp_path / "run"
     args = [
         *FAST,
@@ -306,10 +307,12 @@ def test_clipping_accumulation_and_a_plateau_schedule_from_the_command_line(tmp_
         "+trainer.accumulate_grad_batches=3",
         "scheduler=plateau",
         "scheduler.patience=0",
+        "+trainer.profiler=simple",
         f"hydra.run.dir={out}",
     ]
     result = run([*script("genkit-train"), *args], cli_env, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "FIT Profiler Report" in result.stderr and "[Callback]Media.on_train_batch_end" in result.stderr
     saved = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 2 * 4  # digits: 10 batches an epoch, a step after 3, 6, 9 and the last
     plateau = saved["lr_schedulers"][0]

@@ -21,7 +21,7 @@ from genkit.data.images import Digits
 from genkit.errors import NonFiniteLossError, TrainerConfigError
 from genkit.parts.likelihoods import BernoulliLikelihood
 from genkit.training.optimization import OptimizerSteps, optimizer_factory
-from genkit.training.run import skip_nvml_probe_without_gpu
+from genkit.training.run import Unprofiled, build_trainer, skip_nvml_probe_without_gpu
 
 
 class PoisonedAfter(BernoulliLikelihood):
@@ -150,6 +150,14 @@ def test_without_a_gpu_cuda_checks_skip_nvml(monkeypatch):
     expected = "1" if torch.cuda.is_available() else "0"
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == expected
     assert torch.cuda.is_available() is (expected == "1")
+
+
+def test_without_a_chosen_profiler_lightnings_hooks_open_no_profiling_context(tmp_path):
+    from genkit.config import train_config
+
+    trainer = build_trainer(train_config(["logger=none"]), [], [], tmp_path)
+    assert isinstance(trainer.profiler, Unprofiled)
+    assert trainer.profiler.profile("[Callback]Media.on_train_batch_end") is Unprofiled.UNTIMED
 
 
 @pytest.mark.parametrize("clip", [None, 1.0])

@@ -8,13 +8,14 @@ import logging
 import os
 import signal
 import threading
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -55,6 +56,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return None
 
 
+class Unprofiled(PassThroughProfiler):
+    """Lightning's default when no profiler is chosen (one that records nothing), without a context per
+    action: Lightning opens one around each of the ~30 hook calls of a training step, and its
+    generator-based context costs ~1 us each where a shared ``nullcontext`` costs ~0.2 us."""
+
+    UNTIMED = nullcontext()
+
+    def profile(self, action_name: str) -> AbstractContextManager:
+        return self.UNTIMED
+
+
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[L.Callback]:
     """Callbacks from the ``callbacks`` group (a dict of named nodes; null one to drop it)."""
     from hydra.utils import instantiate
@@ -92,6 +104,8 @@ def build_trainer(cfg: DictConfig, loggers: list[Any], callbacks: list[L.Callbac
     arguments = OmegaConf.to_container(cfg.trainer, resolve=True)
     for name in STEP_ARGUMENTS:
         arguments.pop(name, None)
+    if arguments.get("profiler") is None:
+        arguments["profiler"] = Unprofiled()
     try:
         return L.Trainer(
             **arguments,
