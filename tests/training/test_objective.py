@@ -101,3 +101,30 @@ def test_the_compiled_bound_is_one_graph_computing_the_same_terms(parts):
     assert dict(counters["graph_break"]) == {} and counters["stats"]["unique_graphs"] == 1
     torch.manual_seed(0)
     torch.testing.assert_close(compiled.nelbo, eager(x).nelbo)
+
+
+def test_the_bound_compiled_by_inductor_computes_the_same_terms_and_gradients(tmp_path, monkeypatch):
+    """compile=inductor, which the README recommends for long runs of small models, generates its own
+    kernels (C++ on the CPU): the bound and its gradients must match the eager ones to float rounding."""
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except RuntimeError as error:
+        pytest.skip(f"inductor finds no C++ compiler here: {error}")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # compiled here, not read from a cache
+    # inductor draws the posterior's noise with its own generator: torch's draws here, to compare the two
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    model = build_model(config(), SPEC)
+    x = torch.rand(16, 1, 8, 8)
+
+    def bound_and_gradients() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        loss = model.loss(model.elbo_terms(x), beta=1.0)
+        return loss, torch.autograd.grad(loss, list(model.parameters()))
+
+    eager = bound_and_gradients()
+    torch._dynamo.reset()
+    model.compile_bound("inductor")
+    compiled = bound_and_gradients()
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
