@@ -291,6 +291,8 @@ def main() -> None:
         help="train the plain loop with genkit's kernels as a bare LightningModule in genkit's place",
     )
     args = parser.parse_args()
+    if args.lightning_floor and (args.compile or args.steps_per_execution != 1 or args.bound_only):
+        parser.error("--lightning-floor takes the plain loop's eager step, one batch at a time, instead of genkit's")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_overhead  # the module Hydra imports the callback from, not __main__
     from genkit.config import train_config
