@@ -245,7 +245,6 @@ def bound_only(cfg: DictConfig, rounds: int) -> None:
     from genkit.compose import compose
 
     torch.distributions.Distribution.set_default_validate_args(False)  # as genkit-train runs
-    skip_nvml_probe_without_gpu()
     datamodule, model = compose(cfg)
     if cfg.get("compile"):
         model.compile_bound(cfg.compile)  # compiled in the first (warm-up) round
@@ -293,6 +292,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.lightning_floor and (args.compile or args.steps_per_execution != 1 or args.bound_only):
         parser.error("--lightning-floor takes the plain loop's eager step, one batch at a time, instead of genkit's")
+    skip_nvml_probe_without_gpu()  # as genkit-train does, for every path and plain loop alike
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_overhead  # the module Hydra imports the callback from, not __main__
     from genkit.config import train_config
@@ -327,7 +327,6 @@ def main() -> None:
         bound_only(cfg, args.bound_only)
         return
     if args.lightning_floor:
-        skip_nvml_probe_without_gpu()  # as genkit-train does
         train_bare(cfg, args.epochs)
     else:
         with tempfile.TemporaryDirectory() as tmp:
@@ -353,8 +352,7 @@ def main() -> None:
     print(
         f"plain loop with genkit's kernels:       {rate['kernels']:8.0f} samples/s  {per_step['kernels']:.3f} ms/step"
     )
-    path = "bare LightningModule:" if args.lightning_floor else "genkit-train path:"
-    print(f"{path:<40}{rate['genkit']:8.0f} samples/s  {per_step['genkit']:.3f} ms/step")
+    print(f"{who + ' path:':<40}{rate['genkit']:8.0f} samples/s  {per_step['genkit']:.3f} ms/step")
     ratio, same_kernels = total["default"] / total["genkit"], total["kernels"] / total["genkit"]
     print(f"ratio {who} / plain loop:                      {ratio:.3f}  (target >= 0.9)")
     print(f"ratio {who} / plain loop with genkit's kernels: {same_kernels:.3f}  (target >= 0.9)")
